@@ -1,0 +1,14 @@
+// The C entry points every kernel library exports. A library is built per variant (algorithm
+// family, dtype, head_dim, arch) and loaded at run time; the torch binding calls these through
+// function pointers, so kernels never see torch and build with plain nvcc.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "torch_flashinfer/params.h"
+
+// Returns nullptr on success, else a static message.
+using tfi_fwd_fn = const char* (*)(const torch_flashinfer::FwdParams*, cudaStream_t);
+using tfi_append_kv_fn = const char* (*)(const torch_flashinfer::AppendKvParams*, cudaStream_t);
+
+#define TFI_EXPORT extern "C" __attribute__((visibility("default")))

@@ -1,0 +1,107 @@
+// Where a sequence's rows live and which keys a query row may see: shared by every attention
+// kernel so the layouts (dense / packed / paged, left padding) and the mask semantics
+// (bottom-right causal, window, ALiBi) are written once.
+#pragma once
+
+#include <cstdint>
+
+#include "torch_flashinfer/params.h"
+
+namespace torch_flashinfer {
+
+__device__ __forceinline__ int clamp_index(int x, int lo, int hi) { return x < lo ? lo : (x > hi ? hi : x); }
+
+struct Sequence {
+  int seqlen_q;
+  int seqlen_k;       // valid keys, after left padding
+  int key_start;      // cache row of key 0 (left padding)
+  int64_t q_offset;   // element offset of (row 0, head 0) in q
+  int64_t o_offset;   // ... in out
+  int64_t lse_offset; // offset of (head 0, row 0) in lse
+  int64_t k_offset;   // dense/packed: offset of (key 0, head 0) in k; paged: unused
+  int64_t v_offset;
+};
+
+__device__ __forceinline__ Sequence load_sequence(const FwdParams& p, int b) {
+  Sequence s;
+  // Lengths are clamped to what the tensors hold, so malformed metadata never reads or writes
+  // outside them (the Python side checks the values when it can: TORCH_FLASHINFER_CHECK_DATA).
+  if (p.cu_seqlens_q != nullptr) {
+    const int start = clamp_index(p.cu_seqlens_q[b], 0, p.total_q);
+    s.seqlen_q = clamp_index(p.cu_seqlens_q[b + 1], start, p.total_q) - start;
+    s.q_offset = int64_t(start) * p.q_row_stride;
+    s.o_offset = int64_t(start) * p.o_row_stride;
+    s.lse_offset = start;
+  } else {
+    s.seqlen_q = p.seqlen_q;
+    s.q_offset = int64_t(b) * p.q_batch_stride;
+    s.o_offset = int64_t(b) * p.o_batch_stride;
+    s.lse_offset = int64_t(b) * p.lse_batch_stride;
+  }
+  s.key_start = p.cache_leftpad != nullptr ? clamp_index(p.cache_leftpad[b], 0, p.seqlen_k) : 0;
+  if (p.kv_layout == KvLayout::kVarlen) {
+    const int start = clamp_index(p.cu_seqlens_k[b], 0, p.total_k);
+    s.seqlen_k = clamp_index(p.cu_seqlens_k[b + 1], start, p.total_k) - start;
+    s.k_offset = int64_t(start) * p.k_row_stride;
+    s.v_offset = int64_t(start) * p.v_row_stride;
+  } else {
+    const int end = p.cache_seqlens != nullptr ? clamp_index(p.cache_seqlens[b], s.key_start, p.seqlen_k) : p.seqlen_k;
+    s.seqlen_k = end - s.key_start;
+    s.k_offset = int64_t(b) * p.k_batch_stride + int64_t(s.key_start) * p.k_row_stride;
+    s.v_offset = int64_t(b) * p.v_batch_stride + int64_t(s.key_start) * p.v_row_stride;
+  }
+  return s;
+}
+
+// Element offset of key j (0 = first valid key) of sequence b, head 0, for j < seqlen_k;
+// -1 when a paged cache's block table points outside the cache.
+__device__ __forceinline__ int64_t key_row_offset(const FwdParams& p, const Sequence& s, int b, int j,
+                                                  int64_t base_offset, int64_t batch_stride, int64_t row_stride) {
+  if (p.kv_layout == KvLayout::kPaged) {
+    const int row = s.key_start + j;
+    const int block = p.block_table[int64_t(b) * p.block_table_batch_stride + row / p.page_size];
+    if (block < 0 || block >= p.num_blocks) return -1;
+    return int64_t(block) * batch_stride + int64_t(row % p.page_size) * row_stride;
+  }
+  return base_offset + int64_t(j) * row_stride;
+}
+
+// Which keys query row i (0-based within its sequence) sees:
+//   pos = i + seqlen_k - seqlen_q;   pos - left <= j <= pos + right, j < seqlen_k
+// with causal folded into right (<= 0) and "unbounded" as a huge bound.
+struct Mask {
+  int seqlen_k, shift, left, right;
+
+  __device__ __forceinline__ Mask(const FwdParams& p, const Sequence& s) {
+    constexpr int kUnbounded = 1 << 30;
+    seqlen_k = s.seqlen_k;
+    shift = s.seqlen_k - s.seqlen_q;
+    left = p.window_left >= 0 ? p.window_left : kUnbounded;
+    right = p.window_right >= 0 ? p.window_right : kUnbounded;
+    if (p.causal && right > 0) right = 0;
+  }
+  __device__ __forceinline__ bool visible(int i, int j) const {
+    const int d = j - (i + shift);
+    return j < seqlen_k && d <= right && d >= -left;
+  }
+  // Keys [begin, end) seen by any of rows [row_begin, row_end).
+  __device__ __forceinline__ int key_begin(int row_begin) const {
+    const long long b = (long long)row_begin + shift - left;
+    return b < 0 ? 0 : (b > seqlen_k ? seqlen_k : int(b));
+  }
+  __device__ __forceinline__ int key_end(int row_end) const {
+    const long long e = (long long)row_end - 1 + shift + right + 1;
+    return e < 0 ? 0 : (e > seqlen_k ? seqlen_k : int(e));
+  }
+  // True when every key of [k_begin, k_end) is visible to every row of [row_begin, row_end).
+  __device__ __forceinline__ bool all_visible(int row_begin, int row_end, int k_begin, int k_end) const {
+    return k_end <= seqlen_k && (k_end - 1) - ((long long)row_begin + shift) <= right &&
+           (long long)k_begin - ((long long)row_end - 1 + shift) >= -(long long)left;
+  }
+};
+
+__device__ __forceinline__ float alibi_slope(const FwdParams& p, int b, int h) {
+  return p.alibi_slopes == nullptr ? 0.f : p.alibi_slopes[int64_t(b) * p.alibi_batch_stride + h];
+}
+
+}  // namespace torch_flashinfer

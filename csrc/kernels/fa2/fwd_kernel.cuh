@@ -1,0 +1,283 @@
+// FlashAttention-2 forward for sm80+: one CTA per (query tile, head, sequence) streams the
+// sequence's key/value tiles through shared memory (cp.async, two stages) and keeps an online
+// softmax with fp32 accumulators in registers (mma.sync m16n8k16).
+//
+// Shared-memory rows are padded by 16 bytes (kStride = head_dim + 8), so the 8 rows an
+// ldmatrix reads start in 8 different 16-byte bank groups for every supported head_dim.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "common/ptx.cuh"
+#include "common/sequence.cuh"
+#include "torch_flashinfer/params.h"
+
+namespace torch_flashinfer::fa2 {
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+template <int kHeadDim_, int kBlockM_, int kBlockN_, int kNWarps_>
+struct TileShape {
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr int kBlockM = kBlockM_;  // queries per CTA
+  static constexpr int kBlockN = kBlockN_;  // keys per main-loop step
+  static constexpr int kNWarps = kNWarps_;
+  static constexpr int kThreads = kNWarps * 32;
+  static constexpr int kMTiles = kBlockM / (16 * kNWarps);  // 16-row mma tiles per warp
+  static constexpr int kNTiles = kBlockN / 8;               // 8-key score tiles
+  static constexpr int kDTiles = kHeadDim / 8;              // 8-dim output tiles
+  static constexpr int kStride = kHeadDim + 8;              // padded smem row, elements
+  static constexpr int kStages = 2;
+  static constexpr int kChunksPerRow = kHeadDim / 8;        // 16-byte chunks
+  static_assert(kMTiles >= 1 && kBlockM % (16 * kNWarps) == 0, "each warp owns whole 16-row tiles");
+  static_assert(kBlockN % 16 == 0 && kHeadDim % 16 == 0, "mma k-steps are 16 wide");
+
+  template <typename T>
+  static constexpr size_t smem_bytes() {
+    return size_t(kBlockM + 2 * kStages * kBlockN) * kStride * sizeof(T);
+  }
+};
+
+// Copy `rows` rows of head_dim elements into padded smem; row r comes from row_ptr(r) or is
+// zero-filled when !valid(r).
+template <typename Shape, int kRows, typename T, typename RowPtr>
+__device__ __forceinline__ void load_tile(T* smem, RowPtr row_ptr, int tid) {
+  constexpr int kChunks = kRows * Shape::kChunksPerRow;
+  static_assert(kChunks % Shape::kThreads == 0, "every thread copies the same number of chunks");
+#pragma unroll
+  for (int i = 0; i < kChunks / Shape::kThreads; ++i) {
+    const int c = tid + i * Shape::kThreads;
+    const int r = c / Shape::kChunksPerRow;
+    const int col = (c % Shape::kChunksPerRow) * 8;
+    const T* src = row_ptr(r);
+    cp_async_16(smem_addr(smem + r * Shape::kStride + col), src == nullptr ? nullptr : src + col, src != nullptr);
+  }
+}
+
+template <typename T, typename Shape>
+__global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_constant__ FwdParams p, int num_m_blocks) {
+  using Traits = DtypeTraits<T>;
+  constexpr int kM = Shape::kBlockM, kN = Shape::kBlockN, kD = Shape::kHeadDim, kStride = Shape::kStride;
+  constexpr int kMT = Shape::kMTiles, kNT = Shape::kNTiles, kDT = Shape::kDTiles;
+
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* sQ = reinterpret_cast<T*>(smem_raw);
+  T* sK = sQ + kM * kStride;
+  T* sV = sK + Shape::kStages * kN * kStride;
+
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int bh = blockIdx.x / num_m_blocks;
+  // Within a head, the last (for causal: heaviest) query tiles start first.
+  const int m_block = num_m_blocks - 1 - int(blockIdx.x % num_m_blocks);
+  const int b = bh / p.heads_q, h = bh % p.heads_q;
+  const int hk = h / (p.heads_q / p.heads_k);
+
+  const Sequence seq = load_sequence(p, b);
+  const int m0 = m_block * kM;
+  if (m0 >= seq.seqlen_q) return;
+  const int m_end = min(m0 + kM, seq.seqlen_q);
+  const Mask mask(p, seq);
+
+  const T* q_base = static_cast<const T*>(p.q) + seq.q_offset + int64_t(h) * p.q_head_stride;
+  const T* k_base = static_cast<const T*>(p.k) + int64_t(hk) * p.k_head_stride;
+  const T* v_base = static_cast<const T*>(p.v) + int64_t(hk) * p.v_head_stride;
+
+  load_tile<Shape, kM>(sQ, [&](int r) -> const T* {
+    return m0 + r < seq.seqlen_q ? q_base + int64_t(m0 + r) * p.q_row_stride : nullptr;
+  }, tid);
+  auto load_kv = [&](int tile, int stage) {
+    const int n0 = tile * kN;
+    load_tile<Shape, kN>(sK + stage * kN * kStride, [&](int r) -> const T* {
+      const int j = n0 + r;
+      const int64_t off = j < seq.seqlen_k ? key_row_offset(p, seq, b, j, seq.k_offset, p.k_batch_stride,
+                                                            p.k_row_stride) : -1;
+      return off < 0 ? nullptr : k_base + off;
+    }, tid);
+    load_tile<Shape, kN>(sV + stage * kN * kStride, [&](int r) -> const T* {
+      const int j = n0 + r;
+      const int64_t off = j < seq.seqlen_k ? key_row_offset(p, seq, b, j, seq.v_offset, p.v_batch_stride,
+                                                            p.v_row_stride) : -1;
+      return off < 0 ? nullptr : v_base + off;
+    }, tid);
+  };
+
+  const int key_begin = mask.key_begin(m0), key_end = mask.key_end(m_end);
+  const int first_tile = key_begin / kN;
+  const int last_tile = key_end > key_begin ? (key_end - 1) / kN : first_tile - 1;
+  if (last_tile >= first_tile) load_kv(last_tile, 0);
+  cp_async_commit();
+
+  // Logits are softcap(scale * s) + bias; we keep s in units where logit = scale_eff * s.
+  const bool has_softcap = p.softcap > 0.f;
+  const float scale_eff = has_softcap ? 1.f : p.softmax_scale;
+  const float scale_log2 = scale_eff * kLog2e;
+  const float softcap_in = has_softcap ? p.softmax_scale / p.softcap : 0.f;
+  const bool has_alibi = p.alibi_slopes != nullptr;
+  const float slope = alibi_slope(p, b, h) / scale_eff;
+
+  float acc_o[kMT][kDT][4];
+  float row_max[kMT][2], row_sum[kMT][2];
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+    for (int dt = 0; dt < kDT; ++dt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc_o[mt][dt][e] = 0.f;
+    row_max[mt][0] = row_max[mt][1] = -INFINITY;
+    row_sum[mt][0] = row_sum[mt][1] = 0.f;
+  }
+
+  const int g = lane / 4, t4 = lane % 4;
+  const int warp_row0 = warp * kMT * 16;  // first row (within the tile) of this warp
+
+  for (int tile = last_tile, it = 0; tile >= first_tile; --tile, ++it) {
+    const int stage = it & 1;
+    if (tile > first_tile) load_kv(tile - 1, stage ^ 1);
+    cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();
+
+    const T* sKs = sK + stage * kN * kStride;
+    const T* sVs = sV + stage * kN * kStride;
+    const int n0 = tile * kN;
+
+    float s[kMT][kNT][4];
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[mt][nt][e] = 0.f;
+
+    // S = Q K^T
+#pragma unroll
+    for (int ks = 0; ks < kD / 16; ++ks) {
+      uint32_t a[kMT][4];
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) {
+        const int row = warp_row0 + mt * 16 + (lane % 16);
+        ldmatrix_x4(a[mt], smem_addr(sQ + row * kStride + ks * 16 + (lane / 16) * 8));
+      }
+#pragma unroll
+      for (int np = 0; np < kNT / 2; ++np) {
+        uint32_t bk[4];
+        const int key = np * 16 + (lane % 8) + (lane / 16) * 8;
+        ldmatrix_x4(bk, smem_addr(sKs + key * kStride + ks * 16 + ((lane / 8) % 2) * 8));
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          Traits::mma(s[mt][2 * np], a[mt], bk[0], bk[1]);
+          Traits::mma(s[mt][2 * np + 1], a[mt], bk[2], bk[3]);
+        }
+      }
+    }
+
+    // softcap, ALiBi, mask
+    const bool needs_mask = !mask.all_visible(m0, m_end, n0, n0 + kN);
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          float x = s[mt][nt][e];
+          if (has_softcap) x = p.softcap * fast_tanh(x * softcap_in);
+          const int i = m0 + warp_row0 + mt * 16 + g + (e / 2) * 8;
+          const int j = n0 + nt * 8 + 2 * t4 + (e % 2);
+          if (has_alibi) x -= slope * fabsf(float(i + mask.shift - j));
+          if (needs_mask && !mask.visible(i, j)) x = -INFINITY;
+          s[mt][nt][e] = x;
+        }
+      }
+    }
+
+    // online softmax: new row max, rescale what was accumulated, exponentiate into P (packed)
+    uint32_t p_frag[kMT][kNT][2];
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        float mx = row_max[mt][half];
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt) mx = fmaxf(mx, fmaxf(s[mt][nt][2 * half], s[mt][nt][2 * half + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float mx_scaled = mx == -INFINITY ? 0.f : mx * scale_log2;
+        const float alpha = fast_exp2(row_max[mt][half] * scale_log2 - mx_scaled);
+        row_max[mt][half] = mx;
+        float sum = 0.f;
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt) {
+          const float p0 = fast_exp2(s[mt][nt][2 * half] * scale_log2 - mx_scaled);
+          const float p1 = fast_exp2(s[mt][nt][2 * half + 1] * scale_log2 - mx_scaled);
+          sum += p0 + p1;
+          p_frag[mt][nt][half] = Traits::pack(p0, p1);
+        }
+        row_sum[mt][half] = row_sum[mt][half] * alpha + sum;
+#pragma unroll
+        for (int dt = 0; dt < kDT; ++dt) {
+          acc_o[mt][dt][2 * half] *= alpha;
+          acc_o[mt][dt][2 * half + 1] *= alpha;
+        }
+      }
+    }
+
+    // O += P V: the score accumulator layout of two 8-key tiles is the A fragment of one k-step
+#pragma unroll
+    for (int ks = 0; ks < kN / 16; ++ks) {
+#pragma unroll
+      for (int dp = 0; dp < kDT / 2; ++dp) {
+        uint32_t bv[4];
+        const int key = ks * 16 + (lane % 8) + ((lane / 8) % 2) * 8;
+        ldmatrix_x4_trans(bv, smem_addr(sVs + key * kStride + dp * 16 + (lane / 16) * 8));
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          const uint32_t a[4] = {p_frag[mt][2 * ks][0], p_frag[mt][2 * ks][1], p_frag[mt][2 * ks + 1][0],
+                                 p_frag[mt][2 * ks + 1][1]};
+          Traits::mma(acc_o[mt][2 * dp], a, bv[0], bv[1]);
+          Traits::mma(acc_o[mt][2 * dp + 1], a, bv[2], bv[3]);
+        }
+      }
+    }
+    __syncthreads();  // this stage is overwritten by the next iteration's prefetch
+  }
+  cp_async_wait<0>();
+  __syncthreads();  // with no key tile, the Q copies (by every thread) may still be landing
+
+  // Epilogue: normalise, write lse, stage O through this warp's own Q rows for 16-byte stores.
+  float* lse_base = p.lse + seq.lse_offset + int64_t(h) * p.lse_head_stride;
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      float sum = row_sum[mt][half];
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      const float inv = sum > 0.f ? 1.f / sum : 0.f;
+      const int row = warp_row0 + mt * 16 + g + half * 8;
+#pragma unroll
+      for (int dt = 0; dt < kDT; ++dt) {
+        *reinterpret_cast<uint32_t*>(sQ + row * kStride + dt * 8 + 2 * t4) =
+            Traits::pack(acc_o[mt][dt][2 * half] * inv, acc_o[mt][dt][2 * half + 1] * inv);
+      }
+      if (t4 == 0 && m0 + row < seq.seqlen_q) {
+        lse_base[m0 + row] = sum > 0.f ? row_max[mt][half] * scale_eff + __logf(sum) : -INFINITY;
+      }
+    }
+  }
+  __syncwarp();
+  T* o_base = static_cast<T*>(p.out) + seq.o_offset + int64_t(h) * p.o_head_stride;
+  constexpr int kWarpRows = kMT * 16;
+#pragma unroll
+  for (int c = lane; c < kWarpRows * Shape::kChunksPerRow; c += 32) {
+    const int row = warp_row0 + c / Shape::kChunksPerRow;
+    const int col = (c % Shape::kChunksPerRow) * 8;
+    if (m0 + row < seq.seqlen_q) {
+      *reinterpret_cast<uint4*>(o_base + int64_t(m0 + row) * p.o_row_stride + col) =
+          *reinterpret_cast<const uint4*>(sQ + row * kStride + col);
+    }
+  }
+}
+
+}  // namespace torch_flashinfer::fa2

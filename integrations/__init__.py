@@ -1,0 +1,1 @@
+"""Opt-in integrations (installed as ``torch_flashinfer.integrations``); nothing is patched at import."""

@@ -1,0 +1,213 @@
+"""CUDA kernels against the fp64 oracle: error <= 2x that of the same math at the input dtype."""
+
+import itertools
+import math
+
+import pytest
+import torch
+
+import torch_flashinfer  # noqa: F401
+from conftest import FULL_GRID
+from oracle import Case, build
+
+pytestmark = pytest.mark.gpu
+
+HEAD_DIMS = (32, 64, 96, 128, 160, 192, 224, 256)
+DTYPES = (torch.float16, torch.bfloat16)
+
+
+def poison_allocator(nbytes: int) -> None:
+    """Leave NaN-filled blocks in the caching allocator so outputs the op allocates start as NaN."""
+    for _ in range(2):
+        junk = torch.full((nbytes // 4 + 1024,), float("nan"), device="cuda")
+        del junk
+
+
+def check_case(case: Case, algo: str = "fa2", seed: int = 0, built=None):
+    built = built or build(case, device="cuda", seed=seed)
+    poison_allocator(built.args["q"].numel() * 4)
+    out, lse = torch.ops.flashinfer.fwd(**built.args, algo=algo)
+    torch.cuda.synchronize()
+    assert out.shape == built.args["q"].shape and out.dtype == case.dtype
+    assert not torch.isnan(out).any(), "NaN in the output (unwritten rows or a poisoned read)"
+    expected, lowp = built.expected(), built.lowp()
+    err = ref_err = lse_err = 0.0
+    for (o, l), (eo, el), lo in zip(built.split(out, lse), expected, lowp):
+        err = max(err, (o.double().cpu() - eo).abs().max().item() if o.numel() else 0.0)
+        ref_err = max(ref_err, (lo.double().cpu() - eo).abs().max().item() if lo.numel() else 0.0)
+        l = l.cpu()
+        assert torch.equal(torch.isinf(l), torch.isinf(el)), "rows that see no key need lse = -inf"
+        finite = torch.isfinite(el)
+        if finite.any():
+            lse_err = max(lse_err, (l[finite].double() - el[finite]).abs().max().item())
+    assert err <= 2 * ref_err + 1e-4, f"{case}: max error {err:.3g} vs {ref_err:.3g} for the same math in {case.dtype}"
+    assert lse_err <= 2e-3, f"{case}: lse error {lse_err:.3g}"
+    return out, lse
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["fp16", "bf16"])
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+@pytest.mark.parametrize("causal", [False, True])
+def test_every_head_dim_and_dtype(head_dim, dtype, causal):
+    check_case(Case("dense", [97] * 2, [130] * 2, 4, 2, head_dim, dtype, causal=causal))
+
+
+ODD = (1, 7, 97, 1025)
+
+
+@pytest.mark.parametrize("sq,sk", list(itertools.product(ODD, ODD)) if FULL_GRID else
+                         [(1, 1), (1, 1025), (7, 97), (97, 7), (1025, 1025), (1025, 97), (97, 1025)])
+@pytest.mark.parametrize("causal", [False, True])
+def test_odd_seqlens(sq, sk, causal):
+    check_case(Case("dense", [sq] * 2, [sk] * 2, 4, 4, 128, torch.float16, causal=causal))
+
+
+@pytest.mark.parametrize("heads", [(16, 4), (8, 1)], ids=["gqa4", "mqa"])
+def test_gqa_mqa(heads):
+    check_case(Case("dense", [77] * 2, [300] * 2, heads[0], heads[1], 128, torch.float16, causal=True))
+
+
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+@pytest.mark.parametrize("causal", [False, True])
+def test_varlen_hybrid(head_dim, causal):
+    # decode rows (seq_q = 1) next to prefill rows in one launch, plus an empty sequence
+    check_case(Case("varlen", [1, 128, 1, 7, 0, 300, 1], [128, 128, 1025, 20, 5, 300, 1], 8, 2, head_dim,
+                    torch.float16, causal=causal))
+
+
+@pytest.mark.parametrize("page_size", [1, 16, 256])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["fp16", "bf16"])
+def test_paged(page_size, dtype):
+    check_case(Case("paged", [5] * 3, [1, 700, 257], 8, 2, 128, dtype, causal=True, page_size=page_size))
+
+
+@pytest.mark.parametrize("page_size", [1, 16, 256])
+def test_varlen_paged_hybrid(page_size):
+    check_case(Case("varlen_paged", [1, 64, 1, 9], [300, 64, 1, 520], 8, 2, 64, torch.bfloat16, causal=True,
+                    page_size=page_size))
+
+
+@pytest.mark.parametrize("leftpad", [False, True])
+def test_dense_cache(leftpad):
+    check_case(Case("cache", [3] * 4, [90, 1, 300, 17], 8, 2, 128, torch.float16, causal=True, leftpad=leftpad))
+
+
+@pytest.mark.parametrize("window", [(0, 0), (64, -1), (-1, 17), (100, 30)])
+@pytest.mark.parametrize("causal", [False, True])
+def test_sliding_window(window, causal):
+    check_case(Case("dense", [300] * 2, [520] * 2, 4, 2, 128, torch.float16, causal=causal, window=window))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["fp16", "bf16"])
+def test_softcap(dtype):
+    check_case(Case("dense", [200] * 2, [333] * 2, 4, 2, 128, dtype, causal=True, softcap=20.0, scale=0.3))
+
+
+@pytest.mark.parametrize("alibi", ["head", "batch"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_alibi(alibi, causal):
+    check_case(Case("dense", [150] * 2, [401] * 2, 8, 2, 128, torch.float16, causal=causal, alibi=alibi))
+
+
+def test_all_features_together():
+    check_case(Case("varlen_paged", [1, 90, 1, 33], [700, 120, 5, 90], 8, 2, 96, torch.bfloat16, causal=True,
+                    window=(200, -1), softcap=15.0, alibi="batch", page_size=16))
+
+
+def test_noncontiguous_transformers_layout():
+    # transformers keeps (b, h, s, d) tensors: the op takes their (b, s, h, d) transposes as they are
+    b, h, hk, s, d = 2, 8, 2, 333, 128
+    q = torch.randn(b, h, 40, d, device="cuda", dtype=torch.float16).transpose(1, 2)
+    k_full = torch.randn(b, hk, 512, d, device="cuda", dtype=torch.float16)
+    v_full = torch.randn(b, hk, 512, d, device="cuda", dtype=torch.float16)
+    k, v = k_full[:, :, :s].transpose(1, 2), v_full[:, :, :s].transpose(1, 2)
+    out, lse = torch.ops.flashinfer.fwd(q, k, v, causal=True)
+    ref, ref_lse = torch.ops.flashinfer.fwd(q.contiguous(), k.contiguous(), v.contiguous(), causal=True)
+    torch.testing.assert_close(out, ref, atol=0, rtol=0)
+    torch.testing.assert_close(lse, ref_lse, atol=0, rtol=0)
+
+
+def test_large_grid():
+    # batch x heads x query tiles above 65535 (the limit of a grid's y/z dims)
+    b, h, d = 2100, 32, 64
+    q = torch.randn(b, 1, h, d, device="cuda", dtype=torch.float16)
+    k = torch.randn(b, 9, h, d, device="cuda", dtype=torch.float16)
+    v = torch.randn(b, 9, h, d, device="cuda", dtype=torch.float16)
+    out, _ = torch.ops.flashinfer.fwd(q, k, v)
+    ref = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2).float(), k.transpose(1, 2).float(),
+                                                           v.transpose(1, 2).float()).transpose(1, 2)
+    assert (out.float() - ref).abs().max().item() < 2e-3
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_seqlen_32k(causal):
+    b, h, hk, s, d = 1, 4, 2, 32768, 128
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    q = torch.randn(b, s, h, d, device="cuda", dtype=torch.float16, generator=gen)
+    k = torch.randn(b, s, hk, d, device="cuda", dtype=torch.float16, generator=gen)
+    v = torch.randn(b, s, hk, d, device="cuda", dtype=torch.float16, generator=gen)
+    out, lse = torch.ops.flashinfer.fwd(q, k, v, causal=causal)
+    # oracle: the (CPU-validated) reference in fp32 on the GPU, for the first and last rows
+    rows = torch.cat([torch.arange(0, 256), torch.arange(s - 256, s)]).cuda()
+    ref_out, ref_lse = torch_flashinfer.reference_attention(q.float(), k.float(), v.float(), causal=causal)
+    err = (out[:, rows].float() - ref_out[:, rows]).abs().max().item()
+    assert err < 2e-3, err
+    assert (lse[:, :, rows] - ref_lse[:, :, rows]).abs().max().item() < 2e-3
+
+
+def test_cuda_graph_capture_and_replay():
+    case = Case("varlen_paged", [1, 17, 1], [100, 40, 300], 8, 2, 128, torch.float16, causal=True, page_size=16)
+    built = build(case, device="cuda")
+    args = dict(built.args)
+    static_q = args.pop("q")
+    torch.ops.flashinfer.fwd(static_q, **args)  # build + load outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out, lse = torch.ops.flashinfer.fwd(static_q, **args)
+    for seed in range(3):
+        fresh = build(case, device="cuda", seed=seed + 1)
+        static_q.copy_(fresh.args["q"])
+        args["k"].copy_(fresh.args["k"])
+        args["v"].copy_(fresh.args["v"])
+        args["block_table"].copy_(fresh.args["block_table"])
+        graph.replay()
+        torch.cuda.synchronize()
+        for (o, _), (eo, _) in zip(fresh.split(out, lse), fresh.expected()):
+            assert (o.double().cpu() - eo).abs().max().item() < 4e-3
+
+
+def test_append_kv_cuda_matches_cpu():
+    b, hk, d, new = 3, 2, 128, 5
+    for paged in (False, True):
+        lens = torch.tensor([0, 17, 40], dtype=torch.int32)
+        k_new = torch.randn(b, new, hk, d, dtype=torch.float16)
+        v_new = torch.randn(b, new, hk, d, dtype=torch.float16)
+        if paged:
+            k_cache = torch.randn(30, 16, hk, d, dtype=torch.float16)
+            table = torch.randperm(30, dtype=torch.int32)[:12].reshape(3, 4)
+        else:
+            k_cache = torch.randn(b, 64, hk, d, dtype=torch.float16).transpose(1, 2).contiguous().transpose(1, 2)
+            table = None
+        v_cache = torch.randn_like(k_cache)
+        gpu = [t.cuda() if t is not None else None for t in (k_cache, v_cache, k_new, v_new, lens, table)]
+        torch.ops.flashinfer.append_kv(k_cache, v_cache, k_new, v_new, lens, table)
+        torch.ops.flashinfer.append_kv(*gpu)
+        assert torch.equal(gpu[0].cpu(), k_cache) and torch.equal(gpu[1].cpu(), v_cache)
+
+
+def test_other_device_and_stream():
+    # ops follow the tensors' device and the current stream
+    case = Case("dense", [33] * 2, [90] * 2, 4, 2, 64, torch.float16, causal=True)
+    built = build(case, device="cuda")
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        out, _ = torch.ops.flashinfer.fwd(**built.args)
+    stream.synchronize()
+    for (o, _), (eo, _) in zip(built.split(out, torch.zeros(2, 4, 33)), built.expected()):
+        assert (o.double().cpu() - eo).abs().max().item() < 4e-3
+
+
+def test_unknown_algo_on_cuda():
+    built = build(Case("dense", [3], [3], 2, 2, 64, torch.float16), device="cuda")
+    with pytest.raises(ValueError, match="unknown algo"):
+        torch.ops.flashinfer.fwd(**built.args, algo="nope")
