@@ -35,14 +35,14 @@ if AOT:
 
     ext_modules.append(CUDAExtension("torch_flashinfer._binding", ["csrc/binding/binding.cpp"],
                                      include_dirs=[str(ROOT / "csrc" / "include")],
-                                     extra_compile_args={"cxx": ["-O3", "-std=c++17"]}))
+                                     extra_compile_args={"cxx": ["-O3"]}))
     cmdclass["build_ext"] = BuildExtension
 
 setup(
     name="torch_flashinfer",
     version="0.1.0",
     description="FP16/BF16 flash-attention inference kernels as PyTorch custom ops",
-    packages=["torch_flashinfer", "torch_flashinfer.integrations"],
+    packages=["torch_flashinfer", "torch_flashinfer.integrations", "torch_flashinfer.benchmark"],
     package_dir={"torch_flashinfer.integrations": "integrations"},
     python_requires=">=3.10",
     install_requires=["torch>=2.4", "ninja"],
@@ -51,6 +51,7 @@ setup(
         "bench": ["matplotlib"],
         "test": ["pytest", "expecttest", "transformers>=4.50", "accelerate", "matplotlib"],
     },
+    entry_points={"console_scripts": ["torch-flashinfer-bench=torch_flashinfer.benchmark.__main__:main"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

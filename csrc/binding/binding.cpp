@@ -1,8 +1,9 @@
 // The one file that includes torch: turns tensors into the plain params structs and calls a
 // kernel library's entry point on the current stream of the tensors' device. Argument checks
 // happen before this, in torch_flashinfer/_validation.py (shared with the fake implementation).
-#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime.h>
 #include <torch/extension.h>
 
 #include <optional>
@@ -24,7 +25,8 @@ const T* opt_ptr(const OptTensor& t) {
 int num_sms(int device) {
   static int cached[64] = {0};
   if (device < 64 && cached[device]) return cached[device];
-  int n = at::cuda::getDeviceProperties(device)->multiProcessorCount;
+  int n = 0;
+  cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device);
   if (device < 64) cached[device] = n;
   return n;
 }
@@ -97,7 +99,7 @@ void fwd(int64_t kernel, const at::Tensor& q, const at::Tensor& k, const at::Ten
     p.split_capacity = workspace->numel();
   }
 
-  const char* err = reinterpret_cast<tfi_fwd_fn>(kernel)(&p, at::cuda::getCurrentCUDAStream().stream());
+  const char* err = reinterpret_cast<tfi_fwd_fn>(kernel)(&p, c10::cuda::getCurrentCUDAStream().stream());
   TORCH_CHECK(err == nullptr, "flashinfer.fwd kernel: ", err);
 }
 
@@ -133,7 +135,7 @@ void append_kv(int64_t kernel, at::Tensor& k_cache, at::Tensor& v_cache, const a
   p.heads_k = static_cast<int32_t>(k.size(2));
   p.head_dim = static_cast<int32_t>(k.size(3));
   p.elem_bytes = static_cast<int32_t>(k.element_size());
-  const char* err = reinterpret_cast<tfi_append_kv_fn>(kernel)(&p, at::cuda::getCurrentCUDAStream().stream());
+  const char* err = reinterpret_cast<tfi_append_kv_fn>(kernel)(&p, c10::cuda::getCurrentCUDAStream().stream());
   TORCH_CHECK(err == nullptr, "flashinfer.append_kv kernel: ", err);
 }
 

@@ -53,17 +53,27 @@ __device__ __forceinline__ Sequence load_sequence(const FwdParams& p, int b) {
   return s;
 }
 
-// Element offset of key j (0 = first valid key) of sequence b, head 0, for j < seqlen_k;
-// -1 when a paged cache's block table points outside the cache.
-__device__ __forceinline__ int64_t key_row_offset(const FwdParams& p, const Sequence& s, int b, int j,
-                                                  int64_t base_offset, int64_t batch_stride, int64_t row_stride) {
-  if (p.kv_layout == KvLayout::kPaged) {
-    const int row = s.key_start + j;
-    const int block = p.block_table[int64_t(b) * p.block_table_batch_stride + row / p.page_size];
-    if (block < 0 || block >= p.num_blocks) return -1;
-    return int64_t(block) * batch_stride + int64_t(row % p.page_size) * row_stride;
-  }
-  return base_offset + int64_t(j) * row_stride;
+// How a kernel finds key rows; chosen on the host so each addressing scheme is its own
+// instantiation with no per-row branch on the layout.
+enum class KvMode : int {
+  kContiguous = 0,  // dense or packed: row j at k_offset + j * row_stride
+  kPagedTile = 1,   // paged, page_size a multiple of the key tile, no left padding: one lookup per tile
+  kPagedRow = 2,    // paged, any page size: one lookup per row
+};
+
+__host__ __device__ inline KvMode kv_mode(const FwdParams& p, int key_tile) {
+  if (p.kv_layout != KvLayout::kPaged) return KvMode::kContiguous;
+  return p.page_size % key_tile == 0 && p.cache_leftpad == nullptr ? KvMode::kPagedTile : KvMode::kPagedRow;
+}
+
+// Paged cache: block and row-in-block of key j (0 = first valid key) of sequence b; block = -1
+// when the block table points outside the cache.
+__device__ __forceinline__ void paged_position(const FwdParams& p, const Sequence& s, int b, int j, int& block,
+                                               int& row) {
+  const int abs_row = s.key_start + j;
+  block = p.block_table[int64_t(b) * p.block_table_batch_stride + abs_row / p.page_size];
+  row = abs_row % p.page_size;
+  if (block < 0 || block >= p.num_blocks) block = -1;
 }
 
 // Which keys query row i (0-based within its sequence) sees:

@@ -40,23 +40,7 @@ struct TileShape {
   }
 };
 
-// Copy `rows` rows of head_dim elements into padded smem; row r comes from row_ptr(r) or is
-// zero-filled when !valid(r).
-template <typename Shape, int kRows, typename T, typename RowPtr>
-__device__ __forceinline__ void load_tile(T* smem, RowPtr row_ptr, int tid) {
-  constexpr int kChunks = kRows * Shape::kChunksPerRow;
-  static_assert(kChunks % Shape::kThreads == 0, "every thread copies the same number of chunks");
-#pragma unroll
-  for (int i = 0; i < kChunks / Shape::kThreads; ++i) {
-    const int c = tid + i * Shape::kThreads;
-    const int r = c / Shape::kChunksPerRow;
-    const int col = (c % Shape::kChunksPerRow) * 8;
-    const T* src = row_ptr(r);
-    cp_async_16(smem_addr(smem + r * Shape::kStride + col), src == nullptr ? nullptr : src + col, src != nullptr);
-  }
-}
-
-template <typename T, typename Shape>
+template <typename T, typename Shape, KvMode kMode>
 __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_constant__ FwdParams p, int num_m_blocks) {
   using Traits = DtypeTraits<T>;
   constexpr int kM = Shape::kBlockM, kN = Shape::kBlockN, kD = Shape::kHeadDim, kStride = Shape::kStride;
@@ -84,23 +68,61 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
   const T* k_base = static_cast<const T*>(p.k) + int64_t(hk) * p.k_head_stride;
   const T* v_base = static_cast<const T*>(p.v) + int64_t(hk) * p.v_head_stride;
 
-  load_tile<Shape, kM>(sQ, [&](int r) -> const T* {
-    return m0 + r < seq.seqlen_q ? q_base + int64_t(m0 + r) * p.q_row_stride : nullptr;
-  }, tid);
+  // Copies move 16-byte chunks: this thread's i-th chunk of a tile is chunk tid + i * kThreads,
+  // i.e. row c / kChunksPerRow, column (c % kChunksPerRow) * 8. When the thread count is a
+  // multiple of the chunks per row, the column is fixed and rows step by a constant, which
+  // keeps the copy addresses in a few registers.
+  constexpr int kCPR = Shape::kChunksPerRow, kThreads = Shape::kThreads;
+  static_assert((kM * kCPR) % kThreads == 0 && (kN * kCPR) % kThreads == 0, "even copy split");
+  auto chunk_row = [&](int i) {
+    if constexpr (kThreads % kCPR == 0) return tid / kCPR + i * (kThreads / kCPR);
+    else return (tid + i * kThreads) / kCPR;
+  };
+  auto chunk_col = [&](int i) {
+    if constexpr (kThreads % kCPR == 0) return (tid % kCPR) * 8;
+    else return ((tid + i * kThreads) % kCPR) * 8;
+  };
+#pragma unroll
+  for (int i = 0; i < kM * kCPR / kThreads; ++i) {
+    const int r = chunk_row(i), col = chunk_col(i);
+    const bool valid = m0 + r < seq.seqlen_q;
+    cp_async_16(smem_addr(sQ + r * kStride + col), q_base + (valid ? int64_t(m0 + r) * p.q_row_stride + col : 0),
+                valid);
+  }
   auto load_kv = [&](int tile, int stage) {
     const int n0 = tile * kN;
-    load_tile<Shape, kN>(sK + stage * kN * kStride, [&](int r) -> const T* {
+    const bool full = n0 + kN <= seq.seqlen_k;
+    T* sKs = sK + stage * kN * kStride;
+    T* sVs = sV + stage * kN * kStride;
+    int tile_block = 0;
+    if constexpr (kMode == KvMode::kPagedTile) {
+      int unused;
+      paged_position(p, seq, b, n0, tile_block, unused);
+    }
+#pragma unroll
+    for (int i = 0; i < kN * kCPR / kThreads; ++i) {
+      const int r = chunk_row(i), col = chunk_col(i);
       const int j = n0 + r;
-      const int64_t off = j < seq.seqlen_k ? key_row_offset(p, seq, b, j, seq.k_offset, p.k_batch_stride,
-                                                            p.k_row_stride) : -1;
-      return off < 0 ? nullptr : k_base + off;
-    }, tid);
-    load_tile<Shape, kN>(sV + stage * kN * kStride, [&](int r) -> const T* {
-      const int j = n0 + r;
-      const int64_t off = j < seq.seqlen_k ? key_row_offset(p, seq, b, j, seq.v_offset, p.v_batch_stride,
-                                                            p.v_row_stride) : -1;
-      return off < 0 ? nullptr : v_base + off;
-    }, tid);
+      bool valid = full || j < seq.seqlen_k;
+      int64_t k_off, v_off;
+      if constexpr (kMode == KvMode::kContiguous) {
+        k_off = seq.k_offset + int64_t(j) * p.k_row_stride;
+        v_off = seq.v_offset + int64_t(j) * p.v_row_stride;
+      } else {
+        int block, row;
+        if constexpr (kMode == KvMode::kPagedTile) {
+          block = tile_block;
+          row = n0 % p.page_size + r;
+        } else {
+          paged_position(p, seq, b, valid ? j : 0, block, row);
+        }
+        valid = valid && block >= 0;
+        k_off = int64_t(block) * p.k_batch_stride + int64_t(row) * p.k_row_stride;
+        v_off = int64_t(block) * p.v_batch_stride + int64_t(row) * p.v_row_stride;
+      }
+      cp_async_16(smem_addr(sKs + r * kStride + col), k_base + (valid ? k_off + col : 0), valid);
+      cp_async_16(smem_addr(sVs + r * kStride + col), v_base + (valid ? v_off + col : 0), valid);
+    }
   };
 
   const int key_begin = mask.key_begin(m0), key_end = mask.key_end(m_end);
@@ -173,27 +195,29 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
       }
     }
 
-    // softcap, ALiBi, mask
-    const bool needs_mask = !mask.all_visible(m0, m_end, n0, n0 + kN);
+    // softcap, ALiBi, mask: each a separate pass behind a branch that is uniform over the CTA
+    auto for_each_score = [&](auto&& fn) {
 #pragma unroll
-    for (int mt = 0; mt < kMT; ++mt) {
+      for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-      for (int nt = 0; nt < kNT; ++nt) {
+        for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          float x = s[mt][nt][e];
-          if (has_softcap) x = p.softcap * fast_tanh(x * softcap_in);
-          const int i = m0 + warp_row0 + mt * 16 + g + (e / 2) * 8;
-          const int j = n0 + nt * 8 + 2 * t4 + (e % 2);
-          if (has_alibi) x -= slope * fabsf(float(i + mask.shift - j));
-          if (needs_mask && !mask.visible(i, j)) x = -INFINITY;
-          s[mt][nt][e] = x;
-        }
-      }
+          for (int e = 0; e < 4; ++e)
+            fn(s[mt][nt][e], m0 + warp_row0 + mt * 16 + g + (e / 2) * 8, n0 + nt * 8 + 2 * t4 + (e % 2));
+    };
+    if (has_softcap) for_each_score([&](float& x, int, int) { x = p.softcap * fast_tanh(x * softcap_in); });
+    if (has_alibi) for_each_score([&](float& x, int i, int j) { x -= slope * fabsf(float(i + mask.shift - j)); });
+    if (!mask.all_visible(m0, m_end, n0, n0 + kN)) {
+      for_each_score([&](float& x, int i, int j) {
+        if (!mask.visible(i, j)) x = -INFINITY;
+      });
     }
 
-    // online softmax: new row max, rescale what was accumulated, exponentiate into P (packed)
+    // online softmax: new row max, exponentiate into P (packed), then rescale what was
+    // accumulated -- skipped when no row max of the warp moved (most tiles after the first few).
     uint32_t p_frag[kMT][kNT][2];
+    float alpha[kMT][2];
+    bool rescale = false;
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt) {
 #pragma unroll
@@ -204,7 +228,8 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         const float mx_scaled = mx == -INFINITY ? 0.f : mx * scale_log2;
-        const float alpha = fast_exp2(row_max[mt][half] * scale_log2 - mx_scaled);
+        alpha[mt][half] = fast_exp2(row_max[mt][half] * scale_log2 - mx_scaled);
+        rescale |= mx != row_max[mt][half];
         row_max[mt][half] = mx;
         float sum = 0.f;
 #pragma unroll
@@ -214,13 +239,16 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
           sum += p0 + p1;
           p_frag[mt][nt][half] = Traits::pack(p0, p1);
         }
-        row_sum[mt][half] = row_sum[mt][half] * alpha + sum;
-#pragma unroll
-        for (int dt = 0; dt < kDT; ++dt) {
-          acc_o[mt][dt][2 * half] *= alpha;
-          acc_o[mt][dt][2 * half + 1] *= alpha;
-        }
+        row_sum[mt][half] = row_sum[mt][half] * alpha[mt][half] + sum;
       }
+    }
+    if (__any_sync(0xffffffffu, rescale)) {
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+        for (int dt = 0; dt < kDT; ++dt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) acc_o[mt][dt][e] *= alpha[mt][e / 2];
     }
 
     // O += P V: the score accumulator layout of two 8-key tiles is the A fragment of one k-step

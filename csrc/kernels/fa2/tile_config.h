@@ -11,11 +11,13 @@ struct Tile {
 };
 
 constexpr Tile default_tile(int head_dim) {
-  // Starting points chosen for zero register spills (nvcc 13.0, sm_90a, -Xptxas -v); H100
-  // timings that confirm or replace them: benchmarks/results/h100/fa2_tiles.json.
-  return head_dim <= 64    ? Tile{128, 64, 4}   // 2 m-tiles per warp: each K/V fragment feeds 2 mma
-         : head_dim <= 224 ? Tile{128, 64, 8}   // 1 m-tile per warp keeps O (<= 112 regs) without spills
-                           : Tile{128, 32, 8};  // d=256: 128 O regs per thread; 32-key steps
+  // H100, fp16, b*s = 16k tokens, s = 1024 and 4096, causal and not (benchmarks/tune_fa2.py;
+  // benchmarks/results/h100/fa2_tiles.json). Two 16-row m-tiles per warp feed each K/V
+  // fragment read from shared memory to two mma: that halves shared-memory traffic and is worth
+  // ~15-30% over one m-tile per warp wherever the O accumulators still fit in registers.
+  return head_dim <= 64    ? Tile{128, 128, 4}  // d=64: 297 TF vs 288 (128x64x4), 271 (128x32x4)
+         : head_dim <= 128 ? Tile{128, 64, 4}   // d=128: 321 TF vs 279 (128x32x4), 245 (128x64x8)
+                           : Tile{128, 64, 8};  // d>128: O needs >= 80 regs per m-tile; d=256: 285 vs 255 (64x32x4)
 }
 
 #ifdef TFI_FA2_BLOCK_M

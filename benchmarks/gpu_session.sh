@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# One device call: install, build every kernel, run the GPU tests, then an optional step.
+#   bash benchmarks/gpu_session.sh [tests|tune|bench|sanitize|all]...
+# Logs and JSON land in $OUT (the device tool brings them back).
+set -uo pipefail
+export PYTHONUNBUFFERED=1 MAX_JOBS=16 TORCH_FLASHINFER_CACHE_DIR=/tmp/tfi_cache
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv > "$OUT/gpu.txt" 2>&1
+python3 -m pip install -q --no-deps --no-build-isolation -e . > "$OUT/install.log" 2>&1 || { cat "$OUT/install.log"; exit 1; }
+( time python3 -m torch_flashinfer.build ) > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
+tail -3 "$OUT/build.log"
+for step in "$@"; do
+  case $step in
+    tests) python3 -m pytest -q -x tests/test_cuda_fwd.py 2>&1 | tee "$OUT/gpu_tests.log" | tail -25 ;;
+    alltests) python3 -m pytest -q tests 2>&1 | tee "$OUT/all_tests.log" | tail -25 ;;
+    tune) python3 benchmarks/tune_fa2.py --out "$OUT/fa2_tiles.json" --head-dims "${TUNE_DIMS:-64,128,256}" 2>&1 | tee "$OUT/tune.log" | tail -60 ;;
+    bench) python3 -m torch_flashinfer.benchmark --suite "${SUITE:-llm}" --device cuda --out "$OUT/bench" 2>&1 | tee "$OUT/bench.log" | tail -80 ;;
+    ncu) ncu --clock-control none -k regex:fwd_kernel -c 1 --section SpeedOfLight --section WarpStateStats \
+           --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --section Occupancy python3 -c "
+import torch, torch_flashinfer
+q = torch.randn(4, 4096, 32, 128, device='cuda', dtype=torch.float16)
+torch_flashinfer.flash_attn_func(q, q, q, causal=${NCU_CAUSAL:-False})" 2>&1 | tee "$OUT/ncu.log" | grep -vE "^==PROF==" | tail -90 ;;
+    sanitize) compute-sanitizer --tool memcheck python3 -m pytest -q -x tests/test_cuda_fwd.py -k "odd_seqlens and 7-97 or paged" 2>&1 | tail -15 ;;
+  esac
+done

@@ -1,0 +1,105 @@
+"""Time FA2 tile shapes against each other and against SDPA on the GPU; writes the table behind
+csrc/kernels/fa2/tile_config.h.
+
+    python benchmarks/tune_fa2.py --out benchmarks/results/h100/fa2_tiles.json [--head-dims 64,128,256]
+
+Each candidate shape is built as its own kernel library (-DTFI_FA2_BLOCK_M/N/WARPS) and called
+through the same binding as the shipped kernels; shapes that spill or fail to build are skipped.
+"""
+
+import argparse
+import json
+import sys
+
+import torch
+import triton
+
+import torch_flashinfer  # noqa: F401
+from torch_flashinfer import _build, _kernels
+
+CANDIDATES = {
+    32: [(128, 64, 4), (128, 128, 4), (128, 64, 8)],
+    64: [(128, 64, 4), (128, 128, 4), (128, 32, 4)],
+    96: [(128, 64, 8), (128, 64, 4), (64, 64, 4)],
+    128: [(128, 64, 4), (128, 32, 4), (128, 64, 8)],
+    160: [(128, 64, 8), (64, 64, 4), (64, 32, 4)],
+    192: [(128, 64, 8), (64, 64, 4), (64, 32, 4)],
+    224: [(128, 64, 8), (64, 64, 4), (64, 32, 4)],
+    256: [(64, 32, 4), (128, 64, 8), (64, 64, 4), (128, 32, 8)],
+}
+
+
+def tflops(b, h, s, d, causal, ms):
+    flops = 4 * b * h * s * s * d / (2 if causal else 1)
+    return flops / ms / 1e9
+
+
+def bench(fn):
+    return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--head-dims", default="64,128,256")
+    ap.add_argument("--dtype", default="fp16")
+    args = ap.parse_args()
+    dtype = torch.float16 if args.dtype == "fp16" else torch.bfloat16
+    binding = _kernels.binding()
+    archs = _build.cuda_archs()
+    rows = []
+    for d in map(int, args.head_dims.split(",")):
+        h = 32 if d <= 128 else 16
+        for s in (1024, 4096):
+            b = 16384 // s
+            q = torch.randn(b, s, h, d, device="cuda", dtype=dtype)
+            k, v = torch.randn_like(q), torch.randn_like(q)
+            qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
+            for causal in (False, True):
+                peers = {}
+                for name, backend in (("sdpa_flash", torch.nn.attention.SDPBackend.FLASH_ATTENTION),
+                                      ("sdpa_cudnn", torch.nn.attention.SDPBackend.CUDNN_ATTENTION)):
+                    try:
+                        with torch.nn.attention.sdpa_kernel(backend):
+                            peers[name] = bench(lambda: torch.nn.functional.scaled_dot_product_attention(
+                                qt, kt, vt, is_causal=causal))
+                    except RuntimeError:
+                        peers[name] = None
+                for (m, n, w) in CANDIDATES[d]:
+                    base = _kernels.fwd_library("fa2", dtype, d)
+                    lib = _build.KernelLibrary(f"{base.name}_m{m}n{n}w{w}", base.sources,
+                                               base.defines + (f"TFI_FA2_BLOCK_M={m}", f"TFI_FA2_BLOCK_N={n}",
+                                                               f"TFI_FA2_WARPS={w}"))
+                    try:
+                        path = _build.build_kernel_library(lib, archs)
+                    except RuntimeError as e:
+                        print(f"skip d={d} {m}x{n}x{w}: {str(e).splitlines()[-1][:200]}", file=sys.stderr)
+                        continue
+                    import ctypes
+                    handle = ctypes.CDLL(str(path))
+                    fn = ctypes.cast(handle.tfi_fwd, ctypes.c_void_p).value
+                    out = torch.empty_like(q)
+                    lse = torch.empty(b, h, s, device="cuda", dtype=torch.float32)
+
+                    def call():
+                        binding.fwd(fn, q, k, v, out, lse, None, None, None, None, None, None, s, s, d ** -0.5,
+                                    causal, -1, -1, 0.0, 0, None)
+                    call()
+                    ref = torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, is_causal=causal)
+                    err = (out.transpose(1, 2) - ref).abs().max().item()
+                    ms = bench(call)
+                    row = dict(head_dim=d, batch=b, heads=h, seqlen=s, causal=causal, block_m=m, block_n=n, warps=w,
+                               ms=ms, tflops=tflops(b, h, s, d, causal, ms), max_err_vs_sdpa=err,
+                               **{f"{k}_tflops": (tflops(b, h, s, d, causal, t) if t else None)
+                                  for k, t in peers.items()})
+                    rows.append(row)
+                    print(f"d={d:3d} s={s:5d} causal={int(causal)} {m:3d}x{n:3d}x{w} {row['tflops']:6.1f} TF "
+                          f"(flash {row['sdpa_flash_tflops'] or 0:6.1f}, cudnn {row['sdpa_cudnn_tflops'] or 0:6.1f}) "
+                          f"err {err:.1e}", flush=True)
+    with open(args.out, "w") as f:
+        json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "dtype": args.dtype,
+                   "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""One case through every backend that applies to it: a JSON row each, n/a when a backend refuses."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from . import report, timing
+from .backends import Backend, make_inputs
+from .schema import Case, make_row
+
+_reported: set = set()  # refusals already explained on stderr, so each reason is printed once
+
+
+def _first_line(text: object, limit: int = 160) -> str:
+    line = (str(text).strip().splitlines() or [""])[0]
+    return line if len(line) <= limit else line[:limit] + "..."
+
+
+def _report_refusal(backend: Backend, case: Case, err: Exception, caught: list) -> None:
+    """One stderr line per distinct reason: the error's first line, and the first warning (SDPA explains there)."""
+    reason = _first_line(err)
+    if caught:
+        reason += f" [{_first_line(caught[0].message)}]"
+    key = (backend.name, backend.algo, reason)
+    if key not in _reported:
+        _reported.add(key)
+        name = backend.name + (f"[{backend.algo}]" if backend.algo else "")
+        report.note(f"n/a: {name} on {case.label()}: {type(err).__name__}: {reason}")
+
+
+def run_case(case: Case, backends: list[Backend], device: torch.device, iters: int) -> list[dict]:
+    """Time each backend that applies to ``case``; a backend that raises gets a row with ``ms`` null.
+
+    Inputs that cannot be made (e.g. out of memory) make every row of the case n/a.
+    """
+    chosen = [backend for backend in backends if backend.applies(case)]
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # give back the previous case's blocks: this one may need all the memory
+    try:
+        inputs = make_inputs(case, device)
+    except Exception as err:  # noqa: BLE001 -- recorded as n/a, never a crash
+        for backend in chosen:
+            _report_refusal(backend, case, err, [])
+        return [make_row(case, backend.name, backend.algo, None) for backend in chosen]
+    rows = []
+    for backend in chosen:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                ms = timing.median_ms(backend.make(case, inputs), device, iters)
+            except Exception as err:  # noqa: BLE001 -- recorded as n/a, never a crash
+                _report_refusal(backend, case, err, caught)
+                ms = None
+        rows.append(make_row(case, backend.name, backend.algo, ms))
+    return rows
