@@ -10,14 +10,22 @@ struct Tile {
   int block_m, block_n, warps;
 };
 
+// TFLOPS on the H100 (fp16, b*s = 16k tokens, s = 4096, non-causal / causal) of the chosen
+// shape, the runner-up, and SDPA's FlashAttention-2 in the same run (benchmarks/tune_fa2.py,
+// benchmarks/results/h100/fa2_tiles.json). Two 16-row m-tiles per warp (4 warps x 32 rows) feed
+// every K/V fragment read from shared memory to two mma, halving shared-memory traffic; past
+// d=128 the O accumulators no longer fit twice, so each warp owns one m-tile.
 constexpr Tile default_tile(int head_dim) {
-  // H100, fp16, b*s = 16k tokens, s = 1024 and 4096, causal and not (benchmarks/tune_fa2.py;
-  // benchmarks/results/h100/fa2_tiles.json). Two 16-row m-tiles per warp feed each K/V
-  // fragment read from shared memory to two mma: that halves shared-memory traffic and is worth
-  // ~15-30% over one m-tile per warp wherever the O accumulators still fit in registers.
-  return head_dim <= 64    ? Tile{128, 128, 4}  // d=64: 297 TF vs 288 (128x64x4), 271 (128x32x4)
-         : head_dim <= 128 ? Tile{128, 64, 4}   // d=128: 321 TF vs 279 (128x32x4), 245 (128x64x8)
-                           : Tile{128, 64, 8};  // d>128: O needs >= 80 regs per m-tile; d=256: 285 vs 255 (64x32x4)
+  switch (head_dim) {
+    case 32: return Tile{128, 64, 4};   // 218 / 197; 128x128x4 205 / 186; flash 215 / 196
+    case 64: return Tile{128, 128, 4};  // 291 / 268; 128x64x4 278 / 253; flash 300 / 278
+    case 96: return Tile{128, 64, 4};   // 283 / 260; 128x64x8 258 / 238; flash 332 / 312
+    case 128: return Tile{128, 64, 4};  // 335 / 301; 128x32x4 307 / 277; flash 343 / 293
+    case 160: return Tile{64, 64, 4};   // 254 / 236; 128x64x8 232 / 203; flash 239 / 224
+    case 192: return Tile{128, 64, 8};  // 256 / 227; 64x32x4 238 / 228; flash 319 / 293
+    case 224: return Tile{128, 64, 8};  // 255 / 227; 64x32x4 234 / 230; flash 245 / 232
+    default: return Tile{128, 64, 8};   // d=256: 264 / 236; 64x32x4 255 / 231; flash 305 / 281
+  }
 }
 
 #ifdef TFI_FA2_BLOCK_M
