@@ -47,9 +47,9 @@ setup(
     python_requires=">=3.10",
     install_requires=["torch>=2.4", "ninja"],
     extras_require={
-        "transformers": ["transformers>=4.50", "accelerate"],
+        "transformers": ["transformers>=4.53", "accelerate"],
         "bench": ["matplotlib"],
-        "test": ["pytest", "expecttest", "transformers>=4.50", "accelerate", "matplotlib"],
+        "test": ["pytest", "expecttest", "transformers>=4.53", "accelerate", "matplotlib"],
     },
     entry_points={"console_scripts": ["torch-flashinfer-bench=torch_flashinfer.benchmark.__main__:main"]},
     ext_modules=ext_modules,

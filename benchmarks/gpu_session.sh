@@ -11,15 +11,20 @@ python3 -m pip install -q --no-deps --no-build-isolation -e . > "$OUT/install.lo
 tail -3 "$OUT/build.log"
 for step in "$@"; do
   case $step in
-    tests) python3 -m pytest -q -x tests/test_cuda_fwd.py 2>&1 | tee "$OUT/gpu_tests.log" | tail -25 ;;
+    tests) python3 -m pytest -q -x tests/test_cuda_fwd.py tests/test_cuda_decode.py 2>&1 | tee "$OUT/gpu_tests.log" | tail -25 ;;
     alltests) python3 -m pytest -q tests 2>&1 | tee "$OUT/all_tests.log" | tail -25 ;;
     tune) python3 benchmarks/tune_fa2.py --out "$OUT/fa2_tiles.json" --head-dims "${TUNE_DIMS:-64,128,256}" 2>&1 | tee "$OUT/tune.log" | tail -60 ;;
-    bench) python3 -m torch_flashinfer.benchmark --suite "${SUITE:-llm}" --device cuda --out "$OUT/bench" 2>&1 | tee "$OUT/bench.log" | tail -80 ;;
+    bench) python3 -m torch_flashinfer.benchmark --suite "${SUITE:-llm}" ${SCENARIOS:+--scenarios $SCENARIOS} --device cuda --out "$OUT/bench" 2>&1 | tee "$OUT/bench.log" | tail -80 ;;
     ncu) ncu --clock-control none -k regex:fwd_kernel -c 1 --section SpeedOfLight --section WarpStateStats \
            --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --section Occupancy python3 -c "
 import torch, torch_flashinfer
 q = torch.randn(4, 4096, 32, 128, device='cuda', dtype=torch.float16)
 torch_flashinfer.flash_attn_func(q, q, q, causal=${NCU_CAUSAL:-False})" 2>&1 | tee "$OUT/ncu.log" | grep -vE "^==PROF==" | tail -90 ;;
+    decode) for args in "--seqlen-k 8192" "--seqlen-k 128 --host-breakdown" "--seqlen-k 32768" "--batch 16" "--batch 64 --heads-k 32 --heads-q 32"; do
+              python3 benchmarks/profile_decode.py $args; done 2>&1 | tee "$OUT/decode.log" ;;
+    ncu_decode) ncu --clock-control none -k regex:split_kv -c 1 --section SpeedOfLight --section WarpStateStats \
+           --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats python3 benchmarks/profile_decode.py 2>&1 \
+           | tee "$OUT/ncu_decode.log" | grep -vE "^==PROF==" | tail -80 ;;
     sanitize) compute-sanitizer --tool memcheck python3 -m pytest -q -x tests/test_cuda_fwd.py -k "odd_seqlens and 7-97 or paged" 2>&1 | tail -15 ;;
   esac
 done

@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 
 HEAD_DIMS = (32, 64, 96, 128, 160, 192, 224, 256)
-ALGOS = ("auto", "fa1", "fa2")
+ALGOS = ("auto", "fa1", "fa2", "split_kv")
 GPU_DTYPES = (torch.float16, torch.bfloat16)
 CPU_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -74,11 +74,16 @@ def _check_dtype(op: str, q: Tensor):
         _fail(op, f"dtype {q.dtype} is not supported on {q.device.type}; supported: {names}")
 
 
+# Read once: the decode hot path must not touch os.environ per call.
+CHECK_CUDA_DATA = os.environ.get("TORCH_FLASHINFER_CHECK_DATA") == "1"
+
+
 def check_data_enabled(t: Tensor) -> bool:
     """Whether value-reading checks may run for tensors on ``t``'s device."""
-    if t.device.type == "cpu":
+    device_type = t.device.type
+    if device_type == "cpu":
         return not isinstance(t, torch._subclasses.FakeTensor)
-    if t.device.type == "cuda" and os.environ.get("TORCH_FLASHINFER_CHECK_DATA") == "1":
+    if device_type == "cuda" and CHECK_CUDA_DATA:
         return not torch.cuda.is_current_stream_capturing()
     return False
 

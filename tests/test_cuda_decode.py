@@ -1,0 +1,147 @@
+"""Split-KV decode kernel (algo="split_kv", and what "auto" picks for decode shapes) on the GPU."""
+
+import random
+
+import pytest
+import torch
+
+import torch_flashinfer
+from oracle import Case, build
+from test_cuda_fwd import check_case
+
+pytestmark = pytest.mark.gpu
+
+HEAD_DIMS = (32, 64, 96, 128, 160, 192, 224, 256)
+
+
+def ragged(batch, longest, seed=0):
+    rng = random.Random(seed)
+    return [longest] + [rng.randint(1, longest) for _ in range(batch - 1)]
+
+
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_every_head_dim(head_dim, dtype):
+    check_case(Case("cache", [1] * 3, ragged(3, 700), 8, 2, head_dim, dtype, causal=True), algo="split_kv")
+
+
+@pytest.mark.parametrize("batch", [1, 7, 256])
+@pytest.mark.parametrize("heads", [(8, 8), (8, 2), (16, 2), (32, 1)], ids=["mha", "gqa4", "gqa8", "mqa32"])
+def test_batch_and_group_sizes(batch, heads):
+    longest = 3000 if batch < 256 else 300
+    check_case(Case("cache", [1] * batch, ragged(batch, longest, batch), heads[0], heads[1], 128, torch.float16,
+                    causal=True), algo="split_kv")
+
+
+@pytest.mark.parametrize("page_size", [1, 16, 256])
+@pytest.mark.parametrize("heads", [(8, 2), (8, 8)], ids=["gqa4", "mha"])
+def test_paged(page_size, heads):
+    check_case(Case("paged", [1] * 5, ragged(5, 1500, page_size), heads[0], heads[1], 128, torch.float16,
+                    causal=True, page_size=page_size), algo="split_kv")
+
+
+@pytest.mark.parametrize("seqlen_q", [2, 5, 8])
+@pytest.mark.parametrize("layout", ["cache", "paged"])
+def test_speculative_multi_token(seqlen_q, layout):
+    check_case(Case(layout, [seqlen_q] * 4, ragged(4, 900, seqlen_q), 16, 4, 128, torch.bfloat16, causal=True,
+                    page_size=16), algo="split_kv")
+
+
+def test_64k_context_with_short_neighbours():
+    check_case(Case("cache", [1] * 3, [65536, 100, 1], 8, 2, 128, torch.float16, causal=True), algo="split_kv")
+
+
+@pytest.mark.parametrize("feature", ["alibi", "alibi_batch", "window", "softcap", "leftpad", "all"])
+def test_features(feature):
+    kw = {"alibi": dict(alibi="head"), "alibi_batch": dict(alibi="batch"), "window": dict(window=(300, 0)),
+          "softcap": dict(softcap=30.0), "leftpad": dict(leftpad=True),
+          "all": dict(alibi="batch", window=(200, -1), softcap=20.0, leftpad=True)}[feature]
+    check_case(Case("cache", [1] * 4, ragged(4, 1200, 3), 8, 2, 128, torch.float16, causal=True, **kw),
+               algo="split_kv")
+
+
+@pytest.mark.parametrize("num_splits", [1, 3, 64])
+def test_explicit_splits(num_splits):
+    built = build(Case("cache", [1] * 2, [1000, 37], 8, 2, 64, torch.float16, causal=True), device="cuda")
+    built.args["num_splits"] = num_splits
+    check_case(built.case, algo="split_kv", built=built)
+
+
+def test_auto_uses_split_kv_for_decode():
+    from torch_flashinfer import _kernels
+    from torch_flashinfer._validation import FwdLayout
+
+    layout = FwdLayout(4, 32, 8, 128, False, "paged")
+    assert _kernels.resolve_algo("auto", layout, 1) == "split_kv"
+    assert _kernels.resolve_algo("auto", layout, 128) == "fa2"
+    check_case(Case("paged", [1] * 4, ragged(4, 2000), 32, 8, 128, torch.float16, causal=True), algo="auto")
+
+
+def _decode_step_inputs(batch, hk, hq, d, capacity, dtype, seed):
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    q = torch.randn(batch, 1, hq, d, device="cuda", dtype=dtype, generator=gen)
+    k_new = torch.randn(batch, 1, hk, d, device="cuda", dtype=dtype, generator=gen)
+    v_new = torch.randn(batch, 1, hk, d, device="cuda", dtype=dtype, generator=gen)
+    lens = torch.randint(0, capacity - 1, (batch,), device="cuda", dtype=torch.int32, generator=gen)
+    return q, k_new, v_new, lens
+
+
+@pytest.mark.parametrize("paged", [False, True])
+def test_cuda_graph_decode_step_replays_with_new_lengths(paged):
+    batch, hq, hk, d, capacity, dtype = 4, 16, 4, 128, 2048, torch.float16
+    if paged:
+        k_cache = torch.randn(batch * capacity // 16 + 5, 16, hk, d, device="cuda", dtype=dtype)
+        table = torch.randperm(k_cache.shape[0], device="cuda")[:batch * capacity // 16]
+        table = table.to(torch.int32).view(batch, capacity // 16)
+    else:  # a transformers-style (b, h, s, d) cache viewed as (b, s, h, d)
+        k_cache = torch.randn(batch, hk, capacity, d, device="cuda", dtype=dtype).transpose(1, 2)
+        table = None
+    v_cache = torch.randn_like(k_cache)
+    q, k_new, v_new, lens = _decode_step_inputs(batch, hk, hq, d, capacity, dtype, 0)
+
+    def step():
+        return torch_flashinfer.flash_attn_with_kvcache(q, k_cache, v_cache, k_new, v_new, cache_seqlens=lens,
+                                                        block_table=table, causal=True)
+
+    step()  # build/load outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = step()
+    for seed in range(1, 4):
+        fresh = _decode_step_inputs(batch, hk, hq, d, capacity, dtype, seed)
+        for static, new in zip((q, k_new, v_new, lens), fresh):
+            static.copy_(new)
+        graph.replay()
+        torch.cuda.synchronize()
+        ref, _ = torch_flashinfer.reference_attention(q.cpu(), k_cache.cpu(), v_cache.cpu(),
+                                                      cache_seqlens=(lens + 1).cpu(),
+                                                      block_table=None if table is None else table.cpu(),
+                                                      causal=True)
+        assert (out.cpu().float() - ref.float()).abs().max().item() < 4e-3
+        # the appended token landed where it should
+        pos = lens.cpu()
+        for b in range(batch):
+            if table is None:
+                row = k_cache[b, pos[b]]
+            else:
+                row = k_cache[table[b, pos[b] // 16], pos[b] % 16]
+            assert torch.equal(row, k_new[b, 0])
+
+
+def test_compile_reduce_overhead_decode():
+    batch, hq, hk, d, capacity, dtype = 2, 8, 2, 64, 512, torch.float16
+    k_cache = torch.randn(batch, capacity, hk, d, device="cuda", dtype=dtype)
+    v_cache = torch.randn_like(k_cache)
+
+    def step(q, k_new, v_new, lens):
+        torch.ops.flashinfer.append_kv(k_cache, v_cache, k_new, v_new, lens)
+        out, _ = torch.ops.flashinfer.fwd(q, k_cache, v_cache, cache_seqlens=lens + 1, causal=True)
+        return out * 2
+
+    compiled = torch.compile(step, mode="reduce-overhead", fullgraph=True)
+    for seed in range(4):
+        q, k_new, v_new, lens = _decode_step_inputs(batch, hk, hq, d, capacity, dtype, seed)
+        got = compiled(q, k_new, v_new, lens).clone()
+        ref, _ = torch_flashinfer.reference_attention(q.cpu(), k_cache.cpu(), v_cache.cpu(),
+                                                      cache_seqlens=(lens + 1).cpu(), causal=True)
+        assert (got.cpu().float() - 2 * ref.float()).abs().max().item() < 8e-3
