@@ -13,8 +13,10 @@ for step in "$@"; do
   case $step in
     tests) python3 -m pytest -q -x tests/test_cuda_fwd.py tests/test_cuda_decode.py 2>&1 | tee "$OUT/gpu_tests.log" | tail -25 ;;
     alltests) python3 -m pytest -q tests 2>&1 | tee "$OUT/all_tests.log" | tail -25 ;;
+    hftests) python3 -m pytest -q tests/test_transformers.py 2>&1 | tee "$OUT/hf_tests.log" | tail -25 ;;
     tune) python3 benchmarks/tune_fa2.py --out "$OUT/fa2_tiles.json" --head-dims "${TUNE_DIMS:-64,128,256}" 2>&1 | tee "$OUT/tune.log" | tail -60 ;;
-    bench) python3 -m torch_flashinfer.benchmark --suite "${SUITE:-llm}" ${SCENARIOS:+--scenarios $SCENARIOS} --device cuda --out "$OUT/bench" 2>&1 | tee "$OUT/bench.log" | tail -80 ;;
+    bench) python3 -m torch_flashinfer.benchmark --suite "${SUITE:-llm}" ${SCENARIOS:+--scenarios $SCENARIOS} --device cuda --out /tmp/bench 2>&1 | tee "$OUT/bench_${SUITE:-llm}.log" | tail -80
+           tar -C /tmp -cf "$OUT/bench_${SUITE:-llm}.tar" bench ;;  # one file: at most 8 come back
     ncu) ncu --clock-control none -k regex:fwd_kernel -c 1 --section SpeedOfLight --section WarpStateStats \
            --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --section Occupancy python3 -c "
 import torch, torch_flashinfer
@@ -25,6 +27,7 @@ torch_flashinfer.flash_attn_func(q, q, q, causal=${NCU_CAUSAL:-False})" 2>&1 | t
     ncu_decode) ncu --clock-control none -k regex:split_kv -c 1 --section SpeedOfLight --section WarpStateStats \
            --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats python3 benchmarks/profile_decode.py 2>&1 \
            | tee "$OUT/ncu_decode.log" | grep -vE "^==PROF==" | tail -80 ;;
+    llama) python3 examples/llama_generate.py ${LLAMA_ARGS:-} 2>&1 | tee "$OUT/llama.log" | tail -15 ;;
     sanitize) compute-sanitizer --tool memcheck python3 -m pytest -q -x tests/test_cuda_fwd.py -k "odd_seqlens and 7-97 or paged" 2>&1 | tail -15 ;;
   esac
 done

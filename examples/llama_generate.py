@@ -43,12 +43,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="compiled decode with a static cache (default: on for CUDA, off for CPU)")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs after a warm-up; the best is kept")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=None, help="default: cuda when available (cpu with --tiny)")
     parser.add_argument("--tiny", action="store_true",
                         help="tiny shapes, 2 layers, fp32, 64-token context: a smoke test that runs on the CPU")
     args = parser.parse_args(argv)
     if args.tiny:
         args.context, args.new_tokens, args.batch, args.layers, args.repeats = 64, 8, 2, 2, 1
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
     if args.compile is None:
         args.compile = args.device.startswith("cuda")
     return args

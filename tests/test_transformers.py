@@ -232,12 +232,15 @@ def test_load_by_name(tmp_path):
     tfi.register()
     from_config = AutoModelForCausalLM.from_config(reference.config, attn_implementation=NAME)
     assert from_config.config._attn_implementation == NAME
-    for kwargs in ({}, {"device_map": "auto"}):
+    # device_map="auto" puts the model on a GPU when there is one: our CUDA kernels take fp16/bf16
+    on_gpu = {"device_map": "auto", "dtype": torch.float16} if torch.cuda.is_available() else {"device_map": "auto"}
+    for kwargs in ({}, on_gpu):
         model = AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation=NAME, **kwargs).eval()
         assert model.config._attn_implementation == NAME
         with torch.no_grad():
-            got = model(input_ids=ids, attention_mask=mask).logits
-        torch.testing.assert_close(got[mask.bool()], expected[mask.bool()], atol=1e-4, rtol=1e-4)
+            got = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits.float().cpu()
+        tol = 4e-2 if model.dtype == torch.float16 else 1e-4
+        torch.testing.assert_close(got[mask.bool()], expected[mask.bool()], atol=tol, rtol=tol)
 
 
 def test_custom_4d_mask_is_refused():

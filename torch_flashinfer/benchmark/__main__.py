@@ -45,6 +45,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                         help=f"comma-separated subset of {','.join(BACKENDS)} (ours runs every algo). Default: all")
     parser.add_argument("--scenarios", type=_names, help="comma-separated scenarios of the suite to run. Default: all")
     parser.add_argument("--iters", type=int, help="timed calls per measurement. Default: 100 on cuda, 10 on cpu")
+    parser.add_argument("--replot", type=Path, metavar="JSON",
+                        help="measure nothing: redraw the charts of --suite from this JSON into --out")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
@@ -57,8 +59,25 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     return args
 
 
+def replot(args: argparse.Namespace) -> int:
+    """Charts from a saved run (e.g. one whose PNGs did not come back from the GPU machine)."""
+    import json
+
+    saved = json.loads(args.replot.read_text())
+    args.out.mkdir(parents=True, exist_ok=True)
+    scenarios = suites.build(args.suite, "cuda", args.heads_q, args.heads_k, args.head_dim, args.dtype)
+    for scenario in scenarios:
+        rows = [row for row in saved["rows"] if row["scenario"] == scenario.name]
+        if rows:
+            report.plot(args.out / f"{args.suite}_{scenario.name}.png", scenario, rows,
+                        f"{args.suite} / {scenario.name}: {saved['device']['name']}, {args.dtype}", saved["copy_gbps"])
+    return 0
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
+    if args.replot:
+        return replot(args)
     device = torch.device(args.device)
     scenarios = suites.build(args.suite, device.type, args.heads_q, args.heads_k, args.head_dim, args.dtype)
     if args.scenarios:

@@ -193,7 +193,11 @@ def available(names: tuple[str, ...]) -> list[Backend]:
     def uniform_only(case):
         return not case.hybrid
 
-    backends = [Backend("torch_flashinfer", algo, functools.partial(torch_flashinfer, algo=algo), every_case)
+    def decode_only(case):  # split_kv is the decode kernel: timing it on prefill shapes says nothing
+        return not case.hybrid and case.seqlen_q <= _kernels.DECODE_MAX_SEQLEN_Q
+
+    backends = [Backend("torch_flashinfer", algo, functools.partial(torch_flashinfer, algo=algo),
+                        decode_only if algo == "split_kv" else every_case)
                 for algo in ("auto",) + tuple(_kernels.FAMILIES)]
     backends += [Backend(name, None, functools.partial(sdpa, backend=name), uniform_only) for name in SDPA_BACKENDS]
     backends += [Backend("aten_varlen_flash", None, aten_varlen_flash, hybrid_only),
