@@ -1,18 +1,11 @@
-// Kernel library "fa2_<dtype>_hd<head_dim>": built once per variant with
-// -DTFI_DTYPE_BF16=0|1 -DTFI_HEAD_DIM=<d>; exports tfi_fwd (api.h).
-#include "fa2/launch.cuh"
+// Kernel library "fa2_<dtype>_hd<head_dim>" (prefill, varlen, paged): exports tfi_fwd (api.h).
 #include "torch_flashinfer/api.h"
 
-#ifndef TFI_HEAD_DIM
-#define TFI_HEAD_DIM 128
-#endif
-#ifndef TFI_DTYPE_BF16
-#define TFI_DTYPE_BF16 0
-#endif
-
-using Element = std::conditional_t<TFI_DTYPE_BF16, __nv_bfloat16, __half>;
+#include "common/variant.h"
+#include "fa2/launch.cuh"
 
 TFI_EXPORT const char* tfi_fwd(const torch_flashinfer::FwdParams* p, cudaStream_t stream) {
-  if (p->head_dim != TFI_HEAD_DIM || p->is_bf16 != bool(TFI_DTYPE_BF16)) return "kernel variant mismatch";
-  return torch_flashinfer::fa2::run_fwd<Element, TFI_HEAD_DIM>(*p, stream);
+  using namespace torch_flashinfer;
+  if (const char* err = variant_mismatch(*p)) return err;
+  return fa2::run_fwd<VariantElement, TFI_HEAD_DIM>(*p, stream);
 }

@@ -15,6 +15,7 @@
 
 #include <cstdint>
 
+#include "common/online_softmax.cuh"
 #include "common/ptx.cuh"
 #include "common/sequence.cuh"
 #include "torch_flashinfer/params.h"
@@ -162,16 +163,14 @@ __global__ void __launch_bounds__(S::kThreads) split_kv_kernel(const __grid_cons
     }
 
   float acc_o[kMT][kDT][4];
-  float row_max[kMT][2], row_sum[kMT][2];
 #pragma unroll
-  for (int mt = 0; mt < kMT; ++mt) {
+  for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
     for (int dt = 0; dt < kDT; ++dt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc_o[mt][dt][e] = 0.f;
-    row_max[mt][0] = row_max[mt][1] = -INFINITY;
-    row_sum[mt][0] = row_sum[mt][1] = 0.f;
-  }
+  OnlineSoftmax<T, kMT, 2> softmax;
+  softmax.init();
 
   for (int t = 0; t < n_tiles; ++t) {
     if (t + kStages - 1 < n_tiles) load_tile(t + kStages - 1);
@@ -205,53 +204,23 @@ __global__ void __launch_bounds__(S::kThreads) split_kv_kernel(const __grid_cons
       }
     }
 
-    // softcap, ALiBi, mask (per element: decode tiles are few and the row positions differ)
-    uint32_t p_frag[kMT][4];
-    bool rescale = false;
-    float alpha[kMT][2];
+    // softcap, ALiBi, mask (per element: the packed rows are different query tokens and heads)
 #pragma unroll
-    for (int mt = 0; mt < kMT; ++mt) {
+    for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int i = row_token[mt][half];
-        float mx = row_max[mt][half];
+      for (int nt = 0; nt < 2; ++nt)
 #pragma unroll
-        for (int nt = 0; nt < 2; ++nt)
-#pragma unroll
-          for (int e = 2 * half; e < 2 * half + 2; ++e) {
-            const int j = n0 + nt * 8 + 2 * t4 + (e % 2);
-            float x = s[mt][nt][e];
-            if (has_softcap) x = p.softcap * fast_tanh(x * softcap_in);
-            if (has_alibi) x -= row_slope[mt][half] * fabsf(float(i + mask.shift - j));
-            if (j >= k_hi || !mask.visible(i, j)) x = -INFINITY;
-            s[mt][nt][e] = x;
-            mx = fmaxf(mx, x);
-          }
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        const float mx_scaled = mx == -INFINITY ? 0.f : mx * scale_log2;
-        alpha[mt][half] = fast_exp2(row_max[mt][half] * scale_log2 - mx_scaled);
-        rescale |= mx != row_max[mt][half];
-        row_max[mt][half] = mx;
-        float sum = 0.f;
-#pragma unroll
-        for (int nt = 0; nt < 2; ++nt) {
-          const float p0 = fast_exp2(s[mt][nt][2 * half] * scale_log2 - mx_scaled);
-          const float p1 = fast_exp2(s[mt][nt][2 * half + 1] * scale_log2 - mx_scaled);
-          sum += p0 + p1;
-          p_frag[mt][2 * nt + half] = Traits::pack(p0, p1);
+        for (int e = 0; e < 4; ++e) {
+          const int i = row_token[mt][e / 2];
+          const int j = n0 + nt * 8 + 2 * t4 + (e % 2);
+          float x = s[mt][nt][e];
+          if (has_softcap) x = p.softcap * fast_tanh(x * softcap_in);
+          if (has_alibi) x -= row_slope[mt][e / 2] * fabsf(float(i + mask.shift - j));
+          if (j >= k_hi || !mask.visible(i, j)) x = -INFINITY;
+          s[mt][nt][e] = x;
         }
-        row_sum[mt][half] = row_sum[mt][half] * alpha[mt][half] + sum;
-      }
-    }
-    if (__any_sync(0xffffffffu, rescale)) {
-#pragma unroll
-      for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-        for (int dt = 0; dt < kDT; ++dt)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) acc_o[mt][dt][e] *= alpha[mt][e / 2];
-    }
+    uint32_t p_frag[kMT][2][2];
+    softmax.update(s, p_frag, acc_o, scale_log2);
 #pragma unroll
     for (int dp = 0; dp < kDT / 2; ++dp) {
       uint32_t bv[4];
@@ -259,8 +228,10 @@ __global__ void __launch_bounds__(S::kThreads) split_kv_kernel(const __grid_cons
       ldmatrix_x4_trans(bv, smem_addr(sV + key * kStride + dp * 16 + (lane / 16) * 8));
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt) {
-        Traits::mma(acc_o[mt][2 * dp], p_frag[mt], bv[0], bv[1]);
-        Traits::mma(acc_o[mt][2 * dp + 1], p_frag[mt], bv[2], bv[3]);
+        uint32_t a[4];
+        p_fragment(p_frag, mt, 0, a);
+        Traits::mma(acc_o[mt][2 * dp], a, bv[0], bv[1]);
+        Traits::mma(acc_o[mt][2 * dp + 1], a, bv[2], bv[3]);
       }
     }
     __syncwarp();  // the ring slot is refilled by the next iteration's prefetch
@@ -277,12 +248,10 @@ __global__ void __launch_bounds__(S::kThreads) split_kv_kernel(const __grid_cons
   for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-      float sum = row_sum[mt][half];
-      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      const float sum = softmax.total(mt, half);
       if (t4 == 0) {
         const int r = mt * 16 + g + half * 8;
-        sMax[warp * S::kRows + r] = row_max[mt][half];
+        sMax[warp * S::kRows + r] = softmax.row_max[mt][half];
         sSum[warp * S::kRows + r] = sum;
       }
     }
@@ -295,7 +264,7 @@ __global__ void __launch_bounds__(S::kThreads) split_kv_kernel(const __grid_cons
       float m_all = -INFINITY;
 #pragma unroll
       for (int w = 0; w < S::kWarps; ++w) m_all = fmaxf(m_all, sMax[w * S::kRows + r]);
-      const float own = row_max[mt][half];
+      const float own = softmax.row_max[mt][half];
       const float w_scale = own == -INFINITY ? 0.f : fast_exp2((own - m_all) * scale_log2);
       float* dst = sO + (warp * S::kRows + r) * S::kMergeStride + 2 * t4;
 #pragma unroll

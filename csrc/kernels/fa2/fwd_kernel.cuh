@@ -10,6 +10,7 @@
 
 #include <cstdint>
 
+#include "common/online_softmax.cuh"
 #include "common/ptx.cuh"
 #include "common/sequence.cuh"
 #include "torch_flashinfer/params.h"
@@ -140,16 +141,14 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
   const float slope = alibi_slope(p, b, h) / scale_eff;
 
   float acc_o[kMT][kDT][4];
-  float row_max[kMT][2], row_sum[kMT][2];
 #pragma unroll
-  for (int mt = 0; mt < kMT; ++mt) {
+  for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
     for (int dt = 0; dt < kDT; ++dt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc_o[mt][dt][e] = 0.f;
-    row_max[mt][0] = row_max[mt][1] = -INFINITY;
-    row_sum[mt][0] = row_sum[mt][1] = 0.f;
-  }
+  OnlineSoftmax<T, kMT, kNT> softmax;
+  softmax.init();
 
   const int g = lane / 4, t4 = lane % 4;
   const int warp_row0 = warp * kMT * 16;  // first row (within the tile) of this warp
@@ -213,43 +212,8 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
       });
     }
 
-    // online softmax: new row max, exponentiate into P (packed), then rescale what was
-    // accumulated -- skipped when no row max of the warp moved (most tiles after the first few).
     uint32_t p_frag[kMT][kNT][2];
-    float alpha[kMT][2];
-    bool rescale = false;
-#pragma unroll
-    for (int mt = 0; mt < kMT; ++mt) {
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        float mx = row_max[mt][half];
-#pragma unroll
-        for (int nt = 0; nt < kNT; ++nt) mx = fmaxf(mx, fmaxf(s[mt][nt][2 * half], s[mt][nt][2 * half + 1]));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        const float mx_scaled = mx == -INFINITY ? 0.f : mx * scale_log2;
-        alpha[mt][half] = fast_exp2(row_max[mt][half] * scale_log2 - mx_scaled);
-        rescale |= mx != row_max[mt][half];
-        row_max[mt][half] = mx;
-        float sum = 0.f;
-#pragma unroll
-        for (int nt = 0; nt < kNT; ++nt) {
-          const float p0 = fast_exp2(s[mt][nt][2 * half] * scale_log2 - mx_scaled);
-          const float p1 = fast_exp2(s[mt][nt][2 * half + 1] * scale_log2 - mx_scaled);
-          sum += p0 + p1;
-          p_frag[mt][nt][half] = Traits::pack(p0, p1);
-        }
-        row_sum[mt][half] = row_sum[mt][half] * alpha[mt][half] + sum;
-      }
-    }
-    if (__any_sync(0xffffffffu, rescale)) {
-#pragma unroll
-      for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-        for (int dt = 0; dt < kDT; ++dt)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) acc_o[mt][dt][e] *= alpha[mt][e / 2];
-    }
+    softmax.update(s, p_frag, acc_o, scale_log2);
 
     // O += P V: the score accumulator layout of two 8-key tiles is the A fragment of one k-step
 #pragma unroll
@@ -261,8 +225,8 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
         ldmatrix_x4_trans(bv, smem_addr(sVs + key * kStride + dp * 16 + (lane / 16) * 8));
 #pragma unroll
         for (int mt = 0; mt < kMT; ++mt) {
-          const uint32_t a[4] = {p_frag[mt][2 * ks][0], p_frag[mt][2 * ks][1], p_frag[mt][2 * ks + 1][0],
-                                 p_frag[mt][2 * ks + 1][1]};
+          uint32_t a[4];
+          p_fragment(p_frag, mt, ks, a);
           Traits::mma(acc_o[mt][2 * dp], a, bv[0], bv[1]);
           Traits::mma(acc_o[mt][2 * dp + 1], a, bv[2], bv[3]);
         }
@@ -279,9 +243,7 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
   for (int mt = 0; mt < kMT; ++mt) {
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-      float sum = row_sum[mt][half];
-      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      const float sum = softmax.total(mt, half);
       const float inv = sum > 0.f ? 1.f / sum : 0.f;
       const int row = warp_row0 + mt * 16 + g + half * 8;
 #pragma unroll
@@ -290,7 +252,7 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
             Traits::pack(acc_o[mt][dt][2 * half] * inv, acc_o[mt][dt][2 * half + 1] * inv);
       }
       if (t4 == 0 && m0 + row < seq.seqlen_q) {
-        lse_base[m0 + row] = sum > 0.f ? row_max[mt][half] * scale_eff + __logf(sum) : -INFINITY;
+        lse_base[m0 + row] = sum > 0.f ? softmax.row_max[mt][half] * scale_eff + __logf(sum) : -INFINITY;
       }
     }
   }
