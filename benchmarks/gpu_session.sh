@@ -6,7 +6,7 @@ set -uo pipefail
 export PYTHONUNBUFFERED=1 MAX_JOBS=16 TORCH_FLASHINFER_CACHE_DIR=/tmp/tfi_cache
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv > "$OUT/gpu.txt" 2>&1
-python3 -m pip install -q --no-deps --no-build-isolation -e . > "$OUT/install.log" 2>&1 || { cat "$OUT/install.log"; exit 1; }
+python3 -m pip install -q --no-deps --no-build-isolation -e . > /tmp/install.log 2>&1 || { cat /tmp/install.log; exit 1; }
 ( time python3 -m torch_flashinfer.build ) > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
 tail -3 "$OUT/build.log"
 for step in "$@"; do
@@ -28,6 +28,9 @@ torch_flashinfer.flash_attn_func(q, q, q, causal=${NCU_CAUSAL:-False})" 2>&1 | t
            --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats python3 benchmarks/profile_decode.py 2>&1 \
            | tee "$OUT/ncu_decode.log" | grep -vE "^==PROF==" | tail -80 ;;
     llama) python3 examples/llama_generate.py ${LLAMA_ARGS:-} 2>&1 | tee "$OUT/llama.log" | tail -15 ;;
-    sanitize) compute-sanitizer --tool memcheck python3 -m pytest -q -x tests/test_cuda_fwd.py -k "odd_seqlens and 7-97 or paged" 2>&1 | tail -15 ;;
+    sanitize) for tool in memcheck racecheck synccheck; do
+                compute-sanitizer --tool $tool --error-exitcode 1 python3 benchmarks/sanitize_cases.py > "$OUT/sanitize_$tool.log" 2>&1
+                echo "compute-sanitizer $tool: rc=$? $(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$OUT/sanitize_$tool.log" | tail -1)"
+              done ;;
   esac
 done

@@ -1,0 +1,49 @@
+"""A small grid of every kernel path, for compute-sanitizer (memcheck / racecheck / synccheck):
+
+    compute-sanitizer --tool memcheck python benchmarks/sanitize_cases.py
+
+Odd sizes, partial tiles, paged caches with page 1 and 16, left padding, varlen hybrid batches,
+split-KV with several splits, and the KV append; results are checked loosely against the reference
+so a clean report also means the kernels ran.
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import torch_flashinfer  # noqa: E402,F401
+from oracle import Case, build  # noqa: E402
+
+CASES = [
+    (Case("dense", [7] * 2, [97] * 2, 4, 2, 64, torch.float16, causal=True), "fa2"),
+    (Case("dense", [97] * 1, [33] * 1, 4, 4, 256, torch.bfloat16, window=(5, 3)), "fa2"),
+    (Case("varlen", [1, 70, 0, 5], [130, 70, 3, 9], 8, 2, 128, torch.float16, causal=True, alibi="batch"), "fa2"),
+    (Case("varlen_paged", [1, 17], [40, 17], 4, 1, 96, torch.float16, causal=True, page_size=1), "fa2"),
+    (Case("paged", [3] * 2, [50, 300], 8, 2, 128, torch.float16, causal=True, page_size=16, softcap=10.0), "fa2"),
+    (Case("cache", [1] * 3, [1, 200, 77], 8, 2, 128, torch.float16, causal=True, leftpad=True), "split_kv"),
+    (Case("paged", [2] * 2, [600, 33], 16, 2, 64, torch.bfloat16, causal=True, page_size=16), "split_kv"),
+    (Case("cache", [1] * 2, [1000, 5], 4, 4, 160, torch.float16, causal=True), "split_kv"),
+]
+
+
+def main():
+    for case, algo in CASES:
+        built = build(case, device="cuda")
+        out, _ = torch.ops.flashinfer.fwd(**built.args, algo=algo)
+        torch.cuda.synchronize()
+        for (o, _), (eo, _) in zip(built.split(out, torch.zeros(1)), built.expected()):
+            assert (o.double().cpu() - eo).abs().max().item() < 5e-2, case
+        print("ok", algo, case, flush=True)
+    k_cache = torch.zeros(5, 16, 2, 64, device="cuda", dtype=torch.float16)
+    table = torch.tensor([[3, 1], [0, 4]], dtype=torch.int32, device="cuda")
+    new = torch.randn(2, 3, 2, 64, device="cuda", dtype=torch.float16)
+    torch.ops.flashinfer.append_kv(k_cache, k_cache.clone(), new, new, torch.tensor([14, 0], dtype=torch.int32,
+                                                                                    device="cuda"), table)
+    torch.cuda.synchronize()
+    print("ok append_kv")
+
+
+if __name__ == "__main__":
+    main()
