@@ -34,7 +34,7 @@ def main():
         out, lse = torch.ops.flashinfer.fwd(**built.args, algo=algo)
         torch.cuda.synchronize()
         for (o, _), (eo, _) in zip(built.split(out, lse), built.expected()):
-            assert (o.double().cpu() - eo).abs().max().item() < 5e-2, case
+            assert o.numel() == 0 or (o.double().cpu() - eo).abs().max().item() < 5e-2, case
         print("ok", algo, case, flush=True)
     k_cache = torch.zeros(5, 16, 2, 64, device="cuda", dtype=torch.float16)
     table = torch.tensor([[3, 1], [0, 4]], dtype=torch.int32, device="cuda")
