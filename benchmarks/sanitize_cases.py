@@ -25,6 +25,8 @@ CASES = [
     (Case("cache", [1] * 3, [1, 200, 77], 8, 2, 128, torch.float16, causal=True, leftpad=True), "split_kv"),
     (Case("paged", [2] * 2, [600, 33], 16, 2, 64, torch.bfloat16, causal=True, page_size=16), "split_kv"),
     (Case("cache", [1] * 2, [1000, 5], 4, 4, 160, torch.float16, causal=True), "split_kv"),
+    (Case("varlen", [1, 70, 0, 5], [130, 70, 3, 9], 8, 2, 128, torch.float16, causal=True, alibi="head"), "fa1"),
+    (Case("paged", [9] * 2, [9, 200], 4, 1, 64, torch.bfloat16, causal=True, page_size=16, window=(50, 0)), "fa1"),
 ]
 
 

@@ -14,6 +14,7 @@ pytestmark = pytest.mark.gpu
 
 HEAD_DIMS = (32, 64, 96, 128, 160, 192, 224, 256)
 DTYPES = (torch.float16, torch.bfloat16)
+ALGOS = ("fa2", "fa1")  # every prefill kernel family runs the same grid
 
 
 def poison_allocator(nbytes: int) -> None:
@@ -48,8 +49,9 @@ def check_case(case: Case, algo: str = "fa2", seed: int = 0, built=None):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp16", "bf16"])
 @pytest.mark.parametrize("head_dim", HEAD_DIMS)
 @pytest.mark.parametrize("causal", [False, True])
-def test_every_head_dim_and_dtype(head_dim, dtype, causal):
-    check_case(Case("dense", [97] * 2, [130] * 2, 4, 2, head_dim, dtype, causal=causal))
+@pytest.mark.parametrize("algo", ALGOS)
+def test_every_head_dim_and_dtype(head_dim, dtype, causal, algo):
+    check_case(Case("dense", [97] * 2, [130] * 2, 4, 2, head_dim, dtype, causal=causal), algo=algo)
 
 
 ODD = (1, 7, 97, 1025)
@@ -58,60 +60,70 @@ ODD = (1, 7, 97, 1025)
 @pytest.mark.parametrize("sq,sk", list(itertools.product(ODD, ODD)) if FULL_GRID else
                          [(1, 1), (1, 1025), (7, 97), (97, 7), (1025, 1025), (1025, 97), (97, 1025)])
 @pytest.mark.parametrize("causal", [False, True])
-def test_odd_seqlens(sq, sk, causal):
-    check_case(Case("dense", [sq] * 2, [sk] * 2, 4, 4, 128, torch.float16, causal=causal))
+@pytest.mark.parametrize("algo", ALGOS)
+def test_odd_seqlens(sq, sk, causal, algo):
+    check_case(Case("dense", [sq] * 2, [sk] * 2, 4, 4, 128, torch.float16, causal=causal), algo=algo)
 
 
 @pytest.mark.parametrize("heads", [(16, 4), (8, 1)], ids=["gqa4", "mqa"])
-def test_gqa_mqa(heads):
-    check_case(Case("dense", [77] * 2, [300] * 2, heads[0], heads[1], 128, torch.float16, causal=True))
+@pytest.mark.parametrize("algo", ALGOS)
+def test_gqa_mqa(heads, algo):
+    check_case(Case("dense", [77] * 2, [300] * 2, heads[0], heads[1], 128, torch.float16, causal=True), algo=algo)
 
 
 @pytest.mark.parametrize("head_dim", [64, 128, 256])
 @pytest.mark.parametrize("causal", [False, True])
-def test_varlen_hybrid(head_dim, causal):
+@pytest.mark.parametrize("algo", ALGOS)
+def test_varlen_hybrid(head_dim, causal, algo):
     # decode rows (seq_q = 1) next to prefill rows in one launch, plus an empty sequence
     check_case(Case("varlen", [1, 128, 1, 7, 0, 300, 1], [128, 128, 1025, 20, 5, 300, 1], 8, 2, head_dim,
-                    torch.float16, causal=causal))
+                    torch.float16, causal=causal), algo=algo)
 
 
 @pytest.mark.parametrize("page_size", [1, 16, 256])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp16", "bf16"])
-def test_paged(page_size, dtype):
-    check_case(Case("paged", [5] * 3, [1, 700, 257], 8, 2, 128, dtype, causal=True, page_size=page_size))
+@pytest.mark.parametrize("algo", ALGOS)
+def test_paged(page_size, dtype, algo):
+    check_case(Case("paged", [5] * 3, [1, 700, 257], 8, 2, 128, dtype, causal=True, page_size=page_size), algo=algo)
 
 
 @pytest.mark.parametrize("page_size", [1, 16, 256])
-def test_varlen_paged_hybrid(page_size):
+@pytest.mark.parametrize("algo", ALGOS)
+def test_varlen_paged_hybrid(page_size, algo):
     check_case(Case("varlen_paged", [1, 64, 1, 9], [300, 64, 1, 520], 8, 2, 64, torch.bfloat16, causal=True,
-                    page_size=page_size))
+                    page_size=page_size), algo=algo)
 
 
 @pytest.mark.parametrize("leftpad", [False, True])
-def test_dense_cache(leftpad):
-    check_case(Case("cache", [3] * 4, [90, 1, 300, 17], 8, 2, 128, torch.float16, causal=True, leftpad=leftpad))
+@pytest.mark.parametrize("algo", ALGOS)
+def test_dense_cache(leftpad, algo):
+    check_case(Case("cache", [3] * 4, [90, 1, 300, 17], 8, 2, 128, torch.float16, causal=True, leftpad=leftpad), algo=algo)
 
 
 @pytest.mark.parametrize("window", [(0, 0), (64, -1), (-1, 17), (100, 30)])
 @pytest.mark.parametrize("causal", [False, True])
-def test_sliding_window(window, causal):
-    check_case(Case("dense", [300] * 2, [520] * 2, 4, 2, 128, torch.float16, causal=causal, window=window))
+@pytest.mark.parametrize("algo", ALGOS)
+def test_sliding_window(window, causal, algo):
+    check_case(Case("dense", [300] * 2, [520] * 2, 4, 2, 128, torch.float16, causal=causal, window=window), algo=algo)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp16", "bf16"])
-def test_softcap(dtype):
-    check_case(Case("dense", [200] * 2, [333] * 2, 4, 2, 128, dtype, causal=True, softcap=20.0, scale=0.3))
+@pytest.mark.parametrize("algo", ALGOS)
+def test_softcap(dtype, algo):
+    check_case(Case("dense", [200] * 2, [333] * 2, 4, 2, 128, dtype, causal=True, softcap=20.0, scale=0.3), algo=algo)
 
 
 @pytest.mark.parametrize("alibi", ["head", "batch"])
 @pytest.mark.parametrize("causal", [False, True])
-def test_alibi(alibi, causal):
-    check_case(Case("dense", [150] * 2, [401] * 2, 8, 2, 128, torch.float16, causal=causal, alibi=alibi))
+@pytest.mark.parametrize("algo", ALGOS)
+def test_alibi(alibi, causal, algo):
+    check_case(Case("dense", [150] * 2, [401] * 2, 8, 2, 128, torch.float16, causal=causal, alibi=alibi), algo=algo)
 
 
-def test_all_features_together():
+@pytest.mark.parametrize("algo", ALGOS)
+def test_all_features_together(algo):
     check_case(Case("varlen_paged", [1, 90, 1, 33], [700, 120, 5, 90], 8, 2, 96, torch.bfloat16, causal=True,
-                    window=(200, -1), softcap=15.0, alibi="batch", page_size=16))
+                    window=(200, -1), softcap=15.0, alibi="batch", page_size=16), algo=algo)
 
 
 def test_noncontiguous_transformers_layout():

@@ -18,7 +18,7 @@ from ._validation import FwdLayout
 
 Tensor = torch.Tensor
 
-FAMILIES = ("fa2", "split_kv")  # kernel families built so far; "auto" picks among them
+FAMILIES = ("fa1", "fa2", "split_kv")  # kernel families built so far; "auto" picks among them
 DECODE_MAX_SEQLEN_Q = 8  # "auto" sends dense q with at most this many tokens to split_kv
 _DTYPE_TAGS = {torch.float16: "fp16", torch.bfloat16: "bf16"}
 COMMON = KernelLibrary("common", ("kernels/append_kv.cu",))
@@ -53,7 +53,9 @@ def resolve_algo(algo: str, layout: FwdLayout, seqlen_q: int) -> str:
 
     Decode-shaped calls (dense q of at most DECODE_MAX_SEQLEN_Q tokens) go to split_kv, which
     packs a K/V head's query heads into one tile and splits the keys over the SMs; everything
-    else (prefill, packed hybrid batches) goes to fa2.
+    else (prefill, packed hybrid batches) goes to fa2. fa1 (FlashAttention-1's loop order, kept
+    to reproduce the seed study) is never chosen: on the H100 it is slower than fa2 on every
+    row of the seed suite and than split_kv on every decode row (benchmarks/results/h100/seed.json).
     """
     if algo == "auto":
         return "split_kv" if not layout.varlen_q and seqlen_q <= DECODE_MAX_SEQLEN_Q else "fa2"
@@ -141,7 +143,10 @@ def fwd(q, k, v, out, lse, layout: FwdLayout, cu_seqlens_q, cu_seqlens_k, max_se
         seqlen_k = k.shape[1]
     scale = softmax_scale if softmax_scale is not None else layout.head_dim ** -0.5
     workspace = None
-    if family == "split_kv":
+    if family == "fa1":  # the running output and (max, sum) of every query row and head, fp32
+        rows = q.shape[0] if layout.varlen_q else q.shape[0] * q.shape[1]
+        workspace = torch.empty(rows * layout.heads_q * (layout.head_dim + 2), dtype=torch.float32, device=q.device)
+    elif family == "split_kv":
         num_splits = decode_splits(layout.batch, layout.heads_q, layout.heads_k, seqlen_q, seqlen_k,
                                    layout.head_dim, num_sms(q.device), num_splits)
         if num_splits > 1:  # partial outputs + lse per split, fp32

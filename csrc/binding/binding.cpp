@@ -95,8 +95,8 @@ void fwd(int64_t kernel, const at::Tensor& q, const at::Tensor& k, const at::Ten
   p.num_sms = num_sms(q.get_device());
   p.num_splits = static_cast<int32_t>(num_splits);
   if (workspace.has_value()) {
-    p.split_out = workspace->data_ptr<float>();
-    p.split_capacity = workspace->numel();
+    p.workspace = workspace->data_ptr<float>();
+    p.workspace_floats = workspace->numel();
   }
 
   const char* err = reinterpret_cast<tfi_fwd_fn>(kernel)(&p, c10::cuda::getCurrentCUDAStream().stream());

@@ -55,10 +55,11 @@ struct FwdParams {
   int32_t num_sms;     // of the current device, for split heuristics
   int32_t num_splits;  // 0 = heuristic
 
-  // Split-KV workspace (decode): partial outputs (splits, b * s, h, d) and lse (splits, b * s, h), fp32.
-  float* split_out;
-  float* split_lse;
-  int64_t split_capacity;  // floats available in split_out / (heads_q * head_dim * rows)
+  // fp32 scratch allocated by the caller (sized by the kernel family; see torch_flashinfer/_kernels.py):
+  // split_kv: partial outputs (splits, rows, d) then their lse (splits, rows); fa1: the running
+  // output (rows, heads_q, d) then (max, sum) per row and head.
+  float* workspace;
+  int64_t workspace_floats;
 };
 
 struct AppendKvParams {

@@ -15,6 +15,7 @@ struct Sequence {
   int seqlen_q;
   int seqlen_k;       // valid keys, after left padding
   int key_start;      // cache row of key 0 (left padding)
+  int64_t q_row0;     // index of query row 0 among all query rows (packed: cu_seqlens_q[b])
   int64_t q_offset;   // element offset of (row 0, head 0) in q
   int64_t o_offset;   // ... in out
   int64_t lse_offset; // offset of (head 0, row 0) in lse
@@ -29,11 +30,13 @@ __device__ __forceinline__ Sequence load_sequence(const FwdParams& p, int b) {
   if (p.cu_seqlens_q != nullptr) {
     const int start = clamp_index(p.cu_seqlens_q[b], 0, p.total_q);
     s.seqlen_q = clamp_index(p.cu_seqlens_q[b + 1], start, p.total_q) - start;
+    s.q_row0 = start;
     s.q_offset = int64_t(start) * p.q_row_stride;
     s.o_offset = int64_t(start) * p.o_row_stride;
     s.lse_offset = start;
   } else {
     s.seqlen_q = p.seqlen_q;
+    s.q_row0 = int64_t(b) * p.seqlen_q;
     s.q_offset = int64_t(b) * p.q_batch_stride;
     s.o_offset = int64_t(b) * p.o_batch_stride;
     s.lse_offset = int64_t(b) * p.lse_batch_stride;

@@ -26,10 +26,9 @@ const char* run_split_kv(const FwdParams& params, cudaStream_t stream) {
   const long long rows_total = (long long)p.batch * p.seqlen_q * p.heads_q;
   if (rows_total == 0) return nullptr;
   if (p.num_splits > 1) {
-    if (p.split_out == nullptr || p.split_capacity < (long long)p.num_splits * rows_total * (kHeadDim + 1)) {
+    if (p.workspace == nullptr || p.workspace_floats < (long long)p.num_splits * rows_total * (kHeadDim + 1)) {
       return "split-KV workspace missing or too small";
     }
-    p.split_lse = p.split_out + (long long)p.num_splits * rows_total * kHeadDim;
   }
   const int rows = (p.heads_q / p.heads_k) * p.seqlen_q;
   const int row_blocks = (rows + S::kRows - 1) / S::kRows;

@@ -302,14 +302,14 @@ __global__ void __launch_bounds__(S::kThreads) split_kv_kernel(const __grid_cons
       *reinterpret_cast<uint32_t*>(o + col) = Traits::pack(o0, o1);
       if (col == 0) p.lse[seq.lse_offset + int64_t(h) * p.lse_head_stride + i] = lse;
     } else {
-      // Partial results, fp32: split_out[split][row][d], split_lse[split][row],
+      // Partial results in the workspace, fp32: out[split][row][d], then lse[split][row],
       // row = (b * seqlen_q + i) * heads_q + h.
       const int64_t row = (int64_t(b) * p.seqlen_q + i) * p.heads_q + h;
       const int64_t rows = int64_t(p.batch) * p.seqlen_q * p.heads_q;
-      float* po = p.split_out + (int64_t(split) * rows + row) * kD + col;
+      float* po = p.workspace + (int64_t(split) * rows + row) * kD + col;
       po[0] = o0;
       po[1] = o1;
-      if (col == 0) p.split_lse[int64_t(split) * rows + row] = lse;
+      if (col == 0) p.workspace[int64_t(p.num_splits) * rows * kD + int64_t(split) * rows + row] = lse;
     }
   }
 }
@@ -328,18 +328,19 @@ __global__ void __launch_bounds__(128) combine_kernel(const __grid_constant__ Fw
   const int64_t row = int64_t(blockIdx.x) * 4 + threadIdx.x / 32;
   if (row >= rows) return;
   const int lane = threadIdx.x % 32;
+  const float* split_lse = p.workspace + int64_t(p.num_splits) * rows * kHeadDim;
   float m = -INFINITY;
-  for (int s = 0; s < p.num_splits; ++s) m = fmaxf(m, p.split_lse[s * rows + row]);
+  for (int s = 0; s < p.num_splits; ++s) m = fmaxf(m, split_lse[s * rows + row]);
   constexpr int kCols = kHeadDim / 32;
   float acc[kCols] = {};
   float wsum = 0.f;
   if (m != -INFINITY) {
     for (int s = 0; s < p.num_splits; ++s) {
-      const float lse = p.split_lse[s * rows + row];
+      const float lse = split_lse[s * rows + row];
       if (lse == -INFINITY) continue;
       const float w = __expf(lse - m);
       wsum += w;
-      const float* po = p.split_out + (s * rows + row) * kHeadDim;
+      const float* po = p.workspace + (s * rows + row) * kHeadDim;
 #pragma unroll
       for (int c = 0; c < kCols; ++c) acc[c] += w * po[lane + 32 * c];
     }

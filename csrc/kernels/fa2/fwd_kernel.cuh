@@ -13,6 +13,7 @@
 #include "common/online_softmax.cuh"
 #include "common/ptx.cuh"
 #include "common/sequence.cuh"
+#include "common/tile_copy.cuh"
 #include "torch_flashinfer/params.h"
 
 namespace torch_flashinfer::fa2 {
@@ -69,61 +70,10 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
   const T* k_base = static_cast<const T*>(p.k) + int64_t(hk) * p.k_head_stride;
   const T* v_base = static_cast<const T*>(p.v) + int64_t(hk) * p.v_head_stride;
 
-  // Copies move 16-byte chunks: this thread's i-th chunk of a tile is chunk tid + i * kThreads,
-  // i.e. row c / kChunksPerRow, column (c % kChunksPerRow) * 8. When the thread count is a
-  // multiple of the chunks per row, the column is fixed and rows step by a constant, which
-  // keeps the copy addresses in a few registers.
-  constexpr int kCPR = Shape::kChunksPerRow, kThreads = Shape::kThreads;
-  static_assert((kM * kCPR) % kThreads == 0 && (kN * kCPR) % kThreads == 0, "even copy split");
-  auto chunk_row = [&](int i) {
-    if constexpr (kThreads % kCPR == 0) return tid / kCPR + i * (kThreads / kCPR);
-    else return (tid + i * kThreads) / kCPR;
-  };
-  auto chunk_col = [&](int i) {
-    if constexpr (kThreads % kCPR == 0) return (tid % kCPR) * 8;
-    else return ((tid + i * kThreads) % kCPR) * 8;
-  };
-#pragma unroll
-  for (int i = 0; i < kM * kCPR / kThreads; ++i) {
-    const int r = chunk_row(i), col = chunk_col(i);
-    const bool valid = m0 + r < seq.seqlen_q;
-    cp_async_16(smem_addr(sQ + r * kStride + col), q_base + (valid ? int64_t(m0 + r) * p.q_row_stride + col : 0),
-                valid);
-  }
+  load_q_tile<kM, Shape::kThreads, kD>(p, q_base, seq.seqlen_q, m0, sQ, tid);
   auto load_kv = [&](int tile, int stage) {
-    const int n0 = tile * kN;
-    const bool full = n0 + kN <= seq.seqlen_k;
-    T* sKs = sK + stage * kN * kStride;
-    T* sVs = sV + stage * kN * kStride;
-    int tile_block = 0;
-    if constexpr (kMode == KvMode::kPagedTile) {
-      int unused;
-      paged_position(p, seq, b, n0, tile_block, unused);
-    }
-#pragma unroll
-    for (int i = 0; i < kN * kCPR / kThreads; ++i) {
-      const int r = chunk_row(i), col = chunk_col(i);
-      const int j = n0 + r;
-      bool valid = full || j < seq.seqlen_k;
-      int64_t k_off, v_off;
-      if constexpr (kMode == KvMode::kContiguous) {
-        k_off = seq.k_offset + int64_t(j) * p.k_row_stride;
-        v_off = seq.v_offset + int64_t(j) * p.v_row_stride;
-      } else {
-        int block, row;
-        if constexpr (kMode == KvMode::kPagedTile) {
-          block = tile_block;
-          row = n0 % p.page_size + r;
-        } else {
-          paged_position(p, seq, b, valid ? j : 0, block, row);
-        }
-        valid = valid && block >= 0;
-        k_off = int64_t(block) * p.k_batch_stride + int64_t(row) * p.k_row_stride;
-        v_off = int64_t(block) * p.v_batch_stride + int64_t(row) * p.v_row_stride;
-      }
-      cp_async_16(smem_addr(sKs + r * kStride + col), k_base + (valid ? k_off + col : 0), valid);
-      cp_async_16(smem_addr(sVs + r * kStride + col), v_base + (valid ? v_off + col : 0), valid);
-    }
+    load_kv_tile<kN, Shape::kThreads, kD, kMode>(p, seq, b, k_base, v_base, tile * kN, sK + stage * kN * kStride,
+                                                 sV + stage * kN * kStride, tid);
   };
 
   const int key_begin = mask.key_begin(m0), key_end = mask.key_end(m_end);

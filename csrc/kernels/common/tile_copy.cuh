@@ -1,0 +1,84 @@
+// Global -> shared copies of query and key/value tiles (cp.async, 16-byte chunks, zero-filled
+// outside the sequence), used by every kernel whose whole CTA loads a tile. Shared rows are
+// padded to head_dim + 8 elements (see fa2/fwd_kernel.cuh).
+#pragma once
+
+#include <cstdint>
+
+#include "common/ptx.cuh"
+#include "common/sequence.cuh"
+#include "torch_flashinfer/params.h"
+
+namespace torch_flashinfer {
+
+// This thread's i-th chunk of a tile is chunk tid + i * kThreads: row c / kChunksPerRow, column
+// (c % kChunksPerRow) * 8. When the thread count is a multiple of the chunks per row the column
+// is fixed and rows step by a constant, which keeps the copy addresses in a few registers.
+template <int kThreads, int kHeadDim>
+struct ChunkMap {
+  static constexpr int kChunksPerRow = kHeadDim / 8;
+  static __device__ __forceinline__ int row(int tid, int i) {
+    if constexpr (kThreads % kChunksPerRow == 0) return tid / kChunksPerRow + i * (kThreads / kChunksPerRow);
+    else return (tid + i * kThreads) / kChunksPerRow;
+  }
+  static __device__ __forceinline__ int col(int tid, int i) {
+    if constexpr (kThreads % kChunksPerRow == 0) return (tid % kChunksPerRow) * 8;
+    else return ((tid + i * kThreads) % kChunksPerRow) * 8;
+  }
+};
+
+// Query rows [m0, m0 + kRows) of one head (q_head points at row 0 of the sequence).
+template <int kRows, int kThreads, int kHeadDim, typename T>
+__device__ __forceinline__ void load_q_tile(const FwdParams& p, const T* q_head, int seqlen_q, int m0, T* sQ, int tid) {
+  using Map = ChunkMap<kThreads, kHeadDim>;
+  constexpr int kStride = kHeadDim + 8;
+  static_assert(kRows * Map::kChunksPerRow % kThreads == 0, "even copy split");
+#pragma unroll
+  for (int i = 0; i < kRows * Map::kChunksPerRow / kThreads; ++i) {
+    const int r = Map::row(tid, i), col = Map::col(tid, i);
+    const bool valid = m0 + r < seqlen_q;
+    cp_async_16(smem_addr(sQ + r * kStride + col), q_head + (valid ? int64_t(m0 + r) * p.q_row_stride + col : 0),
+                valid);
+  }
+}
+
+// Keys and values [n0, n0 + kRows) of one K/V head, addressed as kMode says.
+template <int kRows, int kThreads, int kHeadDim, KvMode kMode, typename T>
+__device__ __forceinline__ void load_kv_tile(const FwdParams& p, const Sequence& seq, int b, const T* k_head,
+                                             const T* v_head, int n0, T* sK, T* sV, int tid) {
+  using Map = ChunkMap<kThreads, kHeadDim>;
+  constexpr int kStride = kHeadDim + 8;
+  static_assert(kRows * Map::kChunksPerRow % kThreads == 0, "even copy split");
+  const bool full = n0 + kRows <= seq.seqlen_k;
+  int tile_block = 0;
+  if constexpr (kMode == KvMode::kPagedTile) {
+    int unused;
+    paged_position(p, seq, b, n0, tile_block, unused);
+  }
+#pragma unroll
+  for (int i = 0; i < kRows * Map::kChunksPerRow / kThreads; ++i) {
+    const int r = Map::row(tid, i), col = Map::col(tid, i);
+    const int j = n0 + r;
+    bool valid = full || j < seq.seqlen_k;
+    int64_t k_off, v_off;
+    if constexpr (kMode == KvMode::kContiguous) {
+      k_off = seq.k_offset + int64_t(j) * p.k_row_stride;
+      v_off = seq.v_offset + int64_t(j) * p.v_row_stride;
+    } else {
+      int block, row;
+      if constexpr (kMode == KvMode::kPagedTile) {
+        block = tile_block;
+        row = n0 % p.page_size + r;
+      } else {
+        paged_position(p, seq, b, valid ? j : 0, block, row);
+      }
+      valid = valid && block >= 0;
+      k_off = int64_t(block) * p.k_batch_stride + int64_t(row) * p.k_row_stride;
+      v_off = int64_t(block) * p.v_batch_stride + int64_t(row) * p.v_row_stride;
+    }
+    cp_async_16(smem_addr(sK + r * kStride + col), k_head + (valid ? k_off + col : 0), valid);
+    cp_async_16(smem_addr(sV + r * kStride + col), v_head + (valid ? v_off + col : 0), valid);
+  }
+}
+
+}  // namespace torch_flashinfer

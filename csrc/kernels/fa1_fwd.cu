@@ -1,0 +1,11 @@
+// Kernel library "fa1_<dtype>_hd<head_dim>" (FlashAttention-1's loop order): exports tfi_fwd (api.h).
+#include "torch_flashinfer/api.h"
+
+#include "common/variant.h"
+#include "fa1/launch.cuh"
+
+TFI_EXPORT const char* tfi_fwd(const torch_flashinfer::FwdParams* p, cudaStream_t stream) {
+  using namespace torch_flashinfer;
+  if (const char* err = variant_mismatch(*p)) return err;
+  return fa1::run_fwd<VariantElement, TFI_HEAD_DIM>(*p, stream);
+}
