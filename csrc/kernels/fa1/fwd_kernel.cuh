@@ -31,7 +31,9 @@ struct Shape {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kWarps = 4;
   static constexpr int kThreads = kWarps * 32;
-  static constexpr int kBlockN = kHeadDim <= 64 ? 128 : 64;  // keys per outer step
+  // keys per outer step: large for small heads (FA1 used 128-256), small enough above d=128 that
+  // S and O stay in registers
+  static constexpr int kBlockN = kHeadDim <= 64 ? 128 : kHeadDim <= 128 ? 64 : 32;
   static constexpr int kNTiles = kBlockN / 8;
   static constexpr int kDTiles = kHeadDim / 8;
   static constexpr int kStride = kHeadDim + 8;
@@ -151,7 +153,7 @@ __global__ void __launch_bounds__(S::kThreads) fwd_kernel(const __grid_constant_
       for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
         for (int e = 0; e < 4; ++e) s[0][nt][e] = 0.f;
-#pragma unroll
+#pragma unroll 4
       for (int ks = 0; ks < kD / 16; ++ks) {
         uint32_t a[4];
         ldmatrix_x4(a, smem_addr(sQ + (lane % 16) * kStride + ks * 16 + (lane / 16) * 8));
