@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "common/ptx.cuh"
 #include "torch_flashinfer/params.h"
 
 namespace torch_flashinfer {
@@ -116,5 +117,27 @@ struct Mask {
 __device__ __forceinline__ float alibi_slope(const FwdParams& p, int b, int h) {
   return p.alibi_slopes == nullptr ? 0.f : p.alibi_slopes[int64_t(b) * p.alibi_batch_stride + h];
 }
+
+// Logits are softcap(scale * q.k) - slope * |pos - j|. Kernels keep raw scores s in units where
+// logit = scale * s (scale = 1 under softcap, which applies the softmax scale inside tanh), so
+// the softmax is exp2(s * scale_log2 - ...) and lse = row max * scale + log(sum).
+struct ScoreMod {
+  bool has_softcap, has_alibi;
+  float scale, scale_log2, softcap, softcap_in;
+
+  __device__ __forceinline__ explicit ScoreMod(const FwdParams& p) {
+    has_softcap = p.softcap > 0.f;
+    has_alibi = p.alibi_slopes != nullptr;
+    scale = has_softcap ? 1.f : p.softmax_scale;
+    scale_log2 = scale * 1.4426950408889634f;
+    softcap = p.softcap;
+    softcap_in = has_softcap ? p.softmax_scale / p.softcap : 0.f;
+  }
+  // The ALiBi slope of (sequence b, query head h) in units of s.
+  __device__ __forceinline__ float slope(const FwdParams& p, int b, int h) const {
+    return has_alibi ? alibi_slope(p, b, h) / scale : 0.f;
+  }
+  __device__ __forceinline__ float softcapped(float s) const { return softcap * fast_tanh(s * softcap_in); }
+};
 
 }  // namespace torch_flashinfer

@@ -22,7 +22,6 @@
 
 namespace torch_flashinfer::decode {
 
-constexpr float kLog2e = 1.4426950408889634f;
 
 template <int kHeadDim_>
 struct Shape {
@@ -142,15 +141,11 @@ __global__ void __launch_bounds__(S::kThreads) split_kv_kernel(const __grid_cons
   cp_async_wait<kStages - 1>();  // the Q group, committed first, has landed
   __syncthreads();
 
-  const bool has_softcap = p.softcap > 0.f;
-  const float scale_eff = has_softcap ? 1.f : p.softmax_scale;
-  const float scale_log2 = scale_eff * kLog2e;
-  const float softcap_in = has_softcap ? p.softmax_scale / p.softcap : 0.f;
-  const bool has_alibi = p.alibi_slopes != nullptr;
+  const ScoreMod mod(p);
   const int g = lane / 4, t4 = lane % 4;
 
   // Per packed row handled by this thread (rows g and g + 8 of each m-tile): its query token and
-  // ALiBi slope (slope / scale_eff, so the bias can be added to unscaled scores).
+  // ALiBi slope in units of the raw scores.
   int row_token[kMT][2];
   float row_slope[kMT][2];
 #pragma unroll
@@ -159,7 +154,7 @@ __global__ void __launch_bounds__(S::kThreads) split_kv_kernel(const __grid_cons
     for (int half = 0; half < 2; ++half) {
       const int pr = min(r0 + mt * 16 + g + half * 8, map.rows - 1);
       row_token[mt][half] = map.token(pr);
-      row_slope[mt][half] = has_alibi ? alibi_slope(p, b, map.head(hk, pr)) / scale_eff : 0.f;
+      row_slope[mt][half] = mod.slope(p, b, map.head(hk, pr));
     }
 
   float acc_o[kMT][kDT][4];
@@ -214,13 +209,13 @@ __global__ void __launch_bounds__(S::kThreads) split_kv_kernel(const __grid_cons
           const int i = row_token[mt][e / 2];
           const int j = n0 + nt * 8 + 2 * t4 + (e % 2);
           float x = s[mt][nt][e];
-          if (has_softcap) x = p.softcap * fast_tanh(x * softcap_in);
-          if (has_alibi) x -= row_slope[mt][e / 2] * fabsf(float(i + mask.shift - j));
+          if (mod.has_softcap) x = mod.softcapped(x);
+          if (mod.has_alibi) x -= row_slope[mt][e / 2] * fabsf(float(i + mask.shift - j));
           if (j >= k_hi || !mask.visible(i, j)) x = -INFINITY;
           s[mt][nt][e] = x;
         }
     uint32_t p_frag[kMT][2][2];
-    softmax.update(s, p_frag, acc_o, scale_log2);
+    softmax.update(s, p_frag, acc_o, mod.scale_log2);
 #pragma unroll
     for (int dp = 0; dp < kDT / 2; ++dp) {
       uint32_t bv[4];
@@ -265,7 +260,7 @@ __global__ void __launch_bounds__(S::kThreads) split_kv_kernel(const __grid_cons
 #pragma unroll
       for (int w = 0; w < S::kWarps; ++w) m_all = fmaxf(m_all, sMax[w * S::kRows + r]);
       const float own = softmax.row_max[mt][half];
-      const float w_scale = own == -INFINITY ? 0.f : fast_exp2((own - m_all) * scale_log2);
+      const float w_scale = own == -INFINITY ? 0.f : fast_exp2((own - m_all) * mod.scale_log2);
       float* dst = sO + (warp * S::kRows + r) * S::kMergeStride + 2 * t4;
 #pragma unroll
       for (int dt = 0; dt < kDT; ++dt) {
@@ -283,7 +278,7 @@ __global__ void __launch_bounds__(S::kThreads) split_kv_kernel(const __grid_cons
     for (int w = 0; w < S::kWarps; ++w) m_all = fmaxf(m_all, sMax[w * S::kRows + r]);
     for (int w = 0; w < S::kWarps; ++w) {
       const float mw = sMax[w * S::kRows + r];
-      if (mw != -INFINITY) l_all += sSum[w * S::kRows + r] * fast_exp2((mw - m_all) * scale_log2);
+      if (mw != -INFINITY) l_all += sSum[w * S::kRows + r] * fast_exp2((mw - m_all) * mod.scale_log2);
     }
     const float inv = l_all > 0.f ? 1.f / l_all : 0.f;
     float o0 = 0.f, o1 = 0.f;
@@ -295,7 +290,7 @@ __global__ void __launch_bounds__(S::kThreads) split_kv_kernel(const __grid_cons
     }
     o0 *= inv;
     o1 *= inv;
-    const float lse = l_all > 0.f ? m_all * scale_eff + __logf(l_all) : -INFINITY;
+    const float lse = l_all > 0.f ? m_all * mod.scale + __logf(l_all) : -INFINITY;
     const int i = map.token(pr), h = map.head(hk, pr);
     if (p.num_splits == 1) {
       T* o = static_cast<T*>(p.out) + seq.o_offset + int64_t(i) * p.o_row_stride + int64_t(h) * p.o_head_stride;

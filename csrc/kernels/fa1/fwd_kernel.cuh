@@ -24,7 +24,6 @@
 
 namespace torch_flashinfer::fa1 {
 
-constexpr float kLog2e = 1.4426950408889634f;
 
 template <int kHeadDim_>
 struct Shape {
@@ -70,12 +69,8 @@ __global__ void __launch_bounds__(S::kThreads) fwd_kernel(const __grid_constant_
   float* stats = p.workspace + rows_total * p.heads_q * kD;         // [rows][heads_q][2]
   auto state_row = [&](int i) { return (seq.q_row0 + i) * p.heads_q + h; };
 
-  const bool has_softcap = p.softcap > 0.f;
-  const float scale_eff = has_softcap ? 1.f : p.softmax_scale;
-  const float scale_log2 = scale_eff * kLog2e;
-  const float softcap_in = has_softcap ? p.softmax_scale / p.softcap : 0.f;
-  const bool has_alibi = p.alibi_slopes != nullptr;
-  const float slope = alibi_slope(p, b, h) / scale_eff;
+  const ScoreMod mod(p);
+  const float slope = mod.slope(p, b, h);
 
   // Normalise and write rows [m0, m0 + 16) of this warp (rows that saw no key: zeros, -inf).
   auto write_rows = [&](int m0, const float (&acc)[1][kDT][4], const OnlineSoftmax<T, 1, kNT>& sm) {
@@ -90,7 +85,7 @@ __global__ void __launch_bounds__(S::kThreads) fwd_kernel(const __grid_constant_
         *reinterpret_cast<uint32_t*>(o_head + int64_t(i) * p.o_row_stride + dt * 8 + 2 * t4) =
             Traits::pack(acc[0][dt][2 * half] * inv, acc[0][dt][2 * half + 1] * inv);
       }
-      if (t4 == 0) lse_head[i] = sum > 0.f ? sm.row_max[0][half] * scale_eff + __logf(sum) : -INFINITY;
+      if (t4 == 0) lse_head[i] = sum > 0.f ? sm.row_max[0][half] * mod.scale + __logf(sum) : -INFINITY;
     }
   };
 
@@ -173,13 +168,13 @@ __global__ void __launch_bounds__(S::kThreads) fwd_kernel(const __grid_constant_
         for (int e = 0; e < 4; ++e) {
           const int i = m0 + g + (e / 2) * 8, j = n0 + nt * 8 + 2 * t4 + (e % 2);
           float x = s[0][nt][e];
-          if (has_softcap) x = p.softcap * fast_tanh(x * softcap_in);
-          if (has_alibi) x -= slope * fabsf(float(i + mask.shift - j));
+          if (mod.has_softcap) x = mod.softcapped(x);
+          if (mod.has_alibi) x -= slope * fabsf(float(i + mask.shift - j));
           if (needs_mask && !mask.visible(i, j)) x = -INFINITY;
           s[0][nt][e] = x;
         }
       uint32_t p_frag[1][kNT][2];
-      softmax.update(s, p_frag, acc_o, scale_log2);
+      softmax.update(s, p_frag, acc_o, mod.scale_log2);
 #pragma unroll
       for (int ks = 0; ks < kN / 16; ++ks) {
         uint32_t a[4];

@@ -18,7 +18,6 @@
 
 namespace torch_flashinfer::fa2 {
 
-constexpr float kLog2e = 1.4426950408889634f;
 
 template <int kHeadDim_, int kBlockM_, int kBlockN_, int kNWarps_>
 struct TileShape {
@@ -82,13 +81,8 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
   if (last_tile >= first_tile) load_kv(last_tile, 0);
   cp_async_commit();
 
-  // Logits are softcap(scale * s) + bias; we keep s in units where logit = scale_eff * s.
-  const bool has_softcap = p.softcap > 0.f;
-  const float scale_eff = has_softcap ? 1.f : p.softmax_scale;
-  const float scale_log2 = scale_eff * kLog2e;
-  const float softcap_in = has_softcap ? p.softmax_scale / p.softcap : 0.f;
-  const bool has_alibi = p.alibi_slopes != nullptr;
-  const float slope = alibi_slope(p, b, h) / scale_eff;
+  const ScoreMod mod(p);
+  const float slope = mod.slope(p, b, h);
 
   float acc_o[kMT][kDT][4];
 #pragma unroll
@@ -154,8 +148,8 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
           for (int e = 0; e < 4; ++e)
             fn(s[mt][nt][e], m0 + warp_row0 + mt * 16 + g + (e / 2) * 8, n0 + nt * 8 + 2 * t4 + (e % 2));
     };
-    if (has_softcap) for_each_score([&](float& x, int, int) { x = p.softcap * fast_tanh(x * softcap_in); });
-    if (has_alibi) for_each_score([&](float& x, int i, int j) { x -= slope * fabsf(float(i + mask.shift - j)); });
+    if (mod.has_softcap) for_each_score([&](float& x, int, int) { x = mod.softcapped(x); });
+    if (mod.has_alibi) for_each_score([&](float& x, int i, int j) { x -= slope * fabsf(float(i + mask.shift - j)); });
     if (!mask.all_visible(m0, m_end, n0, n0 + kN)) {
       for_each_score([&](float& x, int i, int j) {
         if (!mask.visible(i, j)) x = -INFINITY;
@@ -163,7 +157,7 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
     }
 
     uint32_t p_frag[kMT][kNT][2];
-    softmax.update(s, p_frag, acc_o, scale_log2);
+    softmax.update(s, p_frag, acc_o, mod.scale_log2);
 
     // O += P V: the score accumulator layout of two 8-key tiles is the A fragment of one k-step
 #pragma unroll
@@ -202,7 +196,7 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
             Traits::pack(acc_o[mt][dt][2 * half] * inv, acc_o[mt][dt][2 * half + 1] * inv);
       }
       if (t4 == 0 && m0 + row < seq.seqlen_q) {
-        lse_base[m0 + row] = sum > 0.f ? softmax.row_max[mt][half] * scale_eff + __logf(sum) : -INFINITY;
+        lse_base[m0 + row] = sum > 0.f ? softmax.row_max[mt][half] * mod.scale + __logf(sum) : -INFINITY;
       }
     }
   }
