@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One device call: install, build every kernel, run the GPU tests, then an optional step.
-#   bash benchmarks/gpu_session.sh [tests|tune|bench|sanitize|all]...
+#   bash benchmarks/gpu_session.sh [tests|alltests|hftests|tune|bench|decode|ncu|ncu_decode|llama|sanitize]...
+#   (env: SUITE, SCENARIOS, TUNE_DIMS, LLAMA_ARGS, NCU_CAUSAL)
 # Logs and JSON land in $OUT (the device tool brings them back).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 MAX_JOBS=16 TORCH_FLASHINFER_CACHE_DIR=/tmp/tfi_cache
