@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device call: install, build every kernel, run the GPU tests, then an optional step.
-#   bash benchmarks/gpu_session.sh [tests|alltests|hftests|tune|bench|decode|ncu|ncu_decode|llama|sanitize]...
+#   bash benchmarks/gpu_session.sh [tests|alltests|hftests|tune|tune_split|bench|decode|ncu|ncu_decode|llama|sanitize]...
 #   (env: SUITE, SCENARIOS, TUNE_DIMS, LLAMA_ARGS, NCU_CAUSAL)
 # Logs and JSON land in $OUT (the device tool brings them back).
 set -uo pipefail
@@ -12,9 +12,10 @@ python3 -m pip install -q --no-deps --no-build-isolation -e . > /tmp/install.log
 tail -3 "$OUT/build.log"
 for step in "$@"; do
   case $step in
-    tests) python3 -m pytest -q -x tests/test_cuda_fwd.py tests/test_cuda_decode.py 2>&1 | tee "$OUT/gpu_tests.log" | tail -25 ;;
+    tests) python3 -m pytest -q tests/test_cuda_binding.py tests/test_cuda_decode.py tests/test_cuda_fwd.py 2>&1 | tee "$OUT/gpu_tests.log" | tail -25 ;;
     alltests) python3 -m pytest -q tests 2>&1 | tee "$OUT/all_tests.log" | tail -25 ;;
     hftests) python3 -m pytest -q tests/test_transformers.py 2>&1 | tee "$OUT/hf_tests.log" | tail -25 ;;
+    tune_split) python3 benchmarks/tune_split_kv.py --out "$OUT/split_kv.json" 2>&1 | tee "$OUT/tune_split.log" | tail -20 ;;
     tune) python3 benchmarks/tune_fa2.py --out "$OUT/fa2_tiles.json" --head-dims "${TUNE_DIMS:-64,128,256}" 2>&1 | tee "$OUT/tune.log" | tail -60 ;;
     bench) python3 -m torch_flashinfer.benchmark --suite "${SUITE:-llm}" ${SCENARIOS:+--scenarios $SCENARIOS} --device cuda --out /tmp/bench 2>&1 | tee "$OUT/bench_${SUITE:-llm}.log" | tail -80
            tar -C /tmp -cf "$OUT/bench_${SUITE:-llm}.tar" bench ;;  # one file: at most 8 come back
@@ -23,7 +24,7 @@ for step in "$@"; do
 import torch, torch_flashinfer
 q = torch.randn(4, 4096, 32, 128, device='cuda', dtype=torch.float16)
 torch_flashinfer.flash_attn_func(q, q, q, causal=${NCU_CAUSAL:-False})" 2>&1 | tee "$OUT/ncu.log" | grep -vE "^==PROF==" | tail -90 ;;
-    decode) for args in "--seqlen-k 8192" "--seqlen-k 128 --host-breakdown" "--seqlen-k 32768" "--batch 16" "--batch 64 --heads-k 32 --heads-q 32"; do
+    decode) for args in "--seqlen-k 8192 --host" "--seqlen-k 128 --heads-k 32" "--seqlen-k 32768" "--batch 16" "--batch 128 --heads-k 32"; do
               python3 benchmarks/profile_decode.py $args; done 2>&1 | tee "$OUT/decode.log" ;;
     ncu_decode) ncu --clock-control none -k regex:split_kv -c 1 --section SpeedOfLight --section WarpStateStats \
            --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats python3 benchmarks/profile_decode.py 2>&1 \

@@ -1,18 +1,21 @@
 """CUDA implementation of the ``flashinfer`` ops: which kernel library runs a call, and the call.
 
-Arguments arrive validated (``_validation``); this module only picks the kernel (``resolve_algo``,
-the one place where algorithms are chosen), loads its library on first use and hands the
-tensors to the binding, which launches on the current stream of the tensors' device.
+The CUDA kernels of the ops live in the binding (csrc/binding/binding.cpp). For each distinct
+signature of a call's arguments it asks ``plan_fwd`` / ``plan_append_kv`` here once: they run
+the validation shared with the fake and CPU implementations (``_validation``), pick the kernel
+(``resolve_algo``, the one place where algorithms are chosen) and load its library on first
+use. The binding then launches on the current stream of the tensors' device.
 """
 
 from __future__ import annotations
 
 import ctypes
+import threading
 from typing import Optional
 
 import torch
 
-from . import _build
+from . import _build, _validation
 from ._build import KernelLibrary
 from ._validation import FwdLayout
 
@@ -67,58 +70,25 @@ def resolve_algo(algo: str, layout: FwdLayout, seqlen_q: int) -> str:
     return algo
 
 
-# Split-KV decode: how many CTAs share one sequence's keys. A decode CTA takes ~110 KB of shared
-# memory up to d=128 (two per SM) and ~140 KB above (one per SM); the splits fill exactly one
-# wave of resident CTAs while each split keeps >= 256 keys (4+ 16-key steps per warp), so the
-# per-split merge and the combine stay small next to the key reads.
-_SPLIT_MIN_KEYS = 256
-_SPLIT_MAX = 128
-
-
-def decode_rows_per_cta(head_dim: int) -> int:
-    """Packed query rows per split_kv CTA (decode/split_kv_kernel.cuh, Shape::kRows)."""
-    return 64 if head_dim <= 64 else 32 if head_dim <= 128 else 16
-
-
-def decode_splits(batch: int, heads_q: int, heads_k: int, seqlen_q: int, seqlen_k: int, head_dim: int,
-                  num_sms: int, requested: int) -> int:
-    """Number of key splits for split_kv, from shapes only (never device data: CUDA-graph safe)."""
-    if requested > 0:
-        return min(requested, 65535)
-    rows = heads_q // heads_k * seqlen_q
-    ctas = batch * heads_k * -(-rows // decode_rows_per_cta(head_dim))
-    resident = (2 if head_dim <= 128 else 1) * num_sms
-    splits = resident // ctas
-    return max(1, min(splits, seqlen_k // _SPLIT_MIN_KEYS, _SPLIT_MAX))
-
-
-_num_sms: dict = {}
-
-
-def num_sms(device: torch.device) -> int:
-    n = _num_sms.get(device.index)
-    if n is None:
-        n = _num_sms[device.index] = torch.cuda.get_device_properties(device).multi_processor_count
-    return n
-
-
 _entry_points: dict = {}  # (family, dtype, head_dim, device index) -> entry point address
 _handles: list = []  # loaded libraries stay loaded for the life of the process
 _binding = None
 
 
-def _load_entry(lib: KernelLibrary, symbol: str, device: torch.device) -> int:
+def _load_entries(lib: KernelLibrary, symbols: tuple[str, ...], device: torch.device) -> tuple[int, ...]:
     path = _build.build_kernel_library(lib, _build.cuda_archs(device))
     handle = ctypes.CDLL(str(path))
     _handles.append(handle)
-    return ctypes.cast(getattr(handle, symbol), ctypes.c_void_p).value
+    return tuple(ctypes.cast(getattr(handle, symbol), ctypes.c_void_p).value for symbol in symbols)
 
 
-def _fwd_entry(family: str, dtype: torch.dtype, head_dim: int, device: torch.device) -> int:
+def _fwd_entry(family: str, dtype: torch.dtype, head_dim: int, device: torch.device) -> tuple[int, int]:
+    """Addresses of a kernel library's ``tfi_fwd`` and ``tfi_fwd_workspace`` (api.h)."""
     key = (family, dtype, head_dim, device.index)
     fn = _entry_points.get(key)
     if fn is None:
-        fn = _entry_points[key] = _load_entry(fwd_library(family, dtype, head_dim), "tfi_fwd", device)
+        fn = _entry_points[key] = _load_entries(fwd_library(family, dtype, head_dim), ("tfi_fwd", "tfi_fwd_workspace"),
+                                                device)
     return fn
 
 
@@ -129,12 +99,36 @@ def binding():
     return _binding
 
 
-def fwd(q, k, v, out, lse, layout: FwdLayout, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
-        cache_seqlens, cache_leftpad, block_table, alibi_slopes, softmax_scale, causal, window_left,
-        window_right, softcap, num_splits, algo) -> None:
+_install_lock = threading.Lock()
+_installed = False
+
+
+def install_cuda_ops() -> None:
+    """Make the binding's C++ functions the CUDA kernels of the ops (once per process).
+
+    ops.py registers Python CUDA kernels that call this on first use: importing the package
+    never builds anything. From then on the dispatcher calls C++ directly; it asks ``plan_fwd`` /
+    ``plan_append_kv`` below once per distinct signature of the arguments and caches the answer.
+    """
+    global _installed
+    with _install_lock:
+        if not _installed:
+            binding().register_cuda_ops(plan_fwd, plan_append_kv, _validation.CHECK_CUDA_DATA)
+            _installed = True
+
+
+def plan_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, cache_seqlens, cache_leftpad,
+             block_table, alibi_slopes, softmax_scale, causal, window_left, window_right, softcap, num_splits,
+             algo) -> tuple[int, int, int, int, float]:
+    """Validate a CUDA call of ``fwd`` and decide how it runs: (kernel entry point, workspace
+    entry point, seqlen_q, seqlen_k, softmax scale). Depends on the arguments' metadata only
+    (and on their values with TORCH_FLASHINFER_CHECK_DATA=1), so the binding caches it."""
+    layout = _validation.check_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, cache_seqlens,
+                                   cache_leftpad, block_table, alibi_slopes, softmax_scale, window_left,
+                                   window_right, softcap, num_splits, algo)
     seqlen_q = max_seqlen_q if layout.varlen_q else q.shape[1]
     family = resolve_algo(algo, layout, seqlen_q)
-    kernel = _fwd_entry(family, q.dtype, layout.head_dim, q.device)
+    kernel, workspace = _fwd_entry(family, q.dtype, layout.head_dim, q.device)
     if layout.kv_layout == "varlen":
         seqlen_k = max_seqlen_k
     elif layout.kv_layout == "paged":
@@ -142,24 +136,14 @@ def fwd(q, k, v, out, lse, layout: FwdLayout, cu_seqlens_q, cu_seqlens_k, max_se
     else:
         seqlen_k = k.shape[1]
     scale = softmax_scale if softmax_scale is not None else layout.head_dim ** -0.5
-    workspace = None
-    if family == "fa1":  # the running output and (max, sum) of every query row and head, fp32
-        rows = q.shape[0] if layout.varlen_q else q.shape[0] * q.shape[1]
-        workspace = torch.empty(rows * layout.heads_q * (layout.head_dim + 2), dtype=torch.float32, device=q.device)
-    elif family == "split_kv":
-        num_splits = decode_splits(layout.batch, layout.heads_q, layout.heads_k, seqlen_q, seqlen_k,
-                                   layout.head_dim, num_sms(q.device), num_splits)
-        if num_splits > 1:  # partial outputs + lse per split, fp32
-            rows = layout.batch * seqlen_q * layout.heads_q
-            workspace = torch.empty(num_splits * rows * (layout.head_dim + 1), dtype=torch.float32, device=q.device)
-    binding().fwd(kernel, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, cache_seqlens, cache_leftpad,
-                  block_table, alibi_slopes, seqlen_q, seqlen_k, scale, causal, window_left, window_right,
-                  softcap, num_splits, workspace)
+    return kernel, workspace, seqlen_q, seqlen_k, scale
 
 
-def append_kv(k_cache, v_cache, k, v, cache_seqlens, block_table) -> None:
+def plan_append_kv(k_cache, v_cache, k, v, cache_seqlens, block_table) -> int:
+    """Validate a CUDA call of ``append_kv``; the entry point that runs it."""
+    _validation.check_append_kv(k_cache, v_cache, k, v, cache_seqlens, block_table)
     key = ("append_kv", k.device.index)
     fn = _entry_points.get(key)
     if fn is None:
-        fn = _entry_points[key] = _load_entry(COMMON, "tfi_append_kv", k.device)
-    binding().append_kv(fn, k_cache, v_cache, k, v, cache_seqlens, block_table)
+        fn = _entry_points[key] = _load_entries(COMMON, ("tfi_append_kv",), k.device)[0]
+    return fn

@@ -101,23 +101,17 @@ def _append_kv_cpu(k_cache, v_cache, k, v, cache_seqlens, block_table=None):
     reference.append_kv(k_cache, v_cache, k, v, cache_seqlens, block_table)
 
 
-def _fwd_cuda(q, k, v, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=0, max_seqlen_k=0,
-              cache_seqlens=None, cache_leftpad=None, block_table=None, alibi_slopes=None,
-              softmax_scale=None, causal=False, window_left=-1, window_right=-1, softcap=0.0,
-              num_splits=0, algo="auto"):
-    layout = _validation.check_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
-                                   cache_seqlens, cache_leftpad, block_table, alibi_slopes, softmax_scale,
-                                   window_left, window_right, softcap, num_splits, algo)
-    out, lse = _new_outputs(q, layout.varlen_q)
-    _kernels.fwd(q, k, v, out, lse, layout, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
-                 cache_seqlens, cache_leftpad, block_table, alibi_slopes, softmax_scale, causal, window_left,
-                 window_right, softcap, num_splits, algo)
-    return out, lse
+# CUDA: the binding's C++ kernels (csrc/binding/binding.cpp), which run the same validation
+# through _kernels.plan_fwd / plan_append_kv. These Python kernels only install them on the
+# first CUDA call (building the binding if needed), then hand that call over.
+def _fwd_cuda(*args, **kwargs):
+    _kernels.install_cuda_ops()
+    return torch.ops.flashinfer.fwd.default(*args, **kwargs)
 
 
-def _append_kv_cuda(k_cache, v_cache, k, v, cache_seqlens, block_table=None):
-    _validation.check_append_kv(k_cache, v_cache, k, v, cache_seqlens, block_table)
-    _kernels.append_kv(k_cache, v_cache, k, v, cache_seqlens, block_table)
+def _append_kv_cuda(*args, **kwargs):
+    _kernels.install_cuda_ops()
+    return torch.ops.flashinfer.append_kv.default(*args, **kwargs)
 
 
 _lib.impl("fwd", _fwd_cpu, "CPU")

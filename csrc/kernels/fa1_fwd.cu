@@ -1,4 +1,4 @@
-// Kernel library "fa1_<dtype>_hd<head_dim>" (FlashAttention-1's loop order): exports tfi_fwd (api.h).
+// Kernel library "fa1_<dtype>_hd<head_dim>" (FlashAttention-1's loop order): exports tfi_fwd and tfi_fwd_workspace (api.h).
 #include "torch_flashinfer/api.h"
 
 #include "common/variant.h"
@@ -8,4 +8,8 @@ TFI_EXPORT const char* tfi_fwd(const torch_flashinfer::FwdParams* p, cudaStream_
   using namespace torch_flashinfer;
   if (const char* err = variant_mismatch(*p)) return err;
   return fa1::run_fwd<VariantElement, TFI_HEAD_DIM>(*p, stream);
+}
+
+TFI_EXPORT long long tfi_fwd_workspace(const torch_flashinfer::FwdParams* p) {
+  return torch_flashinfer::fa1::workspace_floats(*p, TFI_HEAD_DIM);
 }

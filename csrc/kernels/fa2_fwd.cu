@@ -1,4 +1,4 @@
-// Kernel library "fa2_<dtype>_hd<head_dim>" (prefill, varlen, paged): exports tfi_fwd (api.h).
+// Kernel library "fa2_<dtype>_hd<head_dim>" (prefill, varlen, paged): exports tfi_fwd and tfi_fwd_workspace (api.h).
 #include "torch_flashinfer/api.h"
 
 #include "common/variant.h"
@@ -9,3 +9,5 @@ TFI_EXPORT const char* tfi_fwd(const torch_flashinfer::FwdParams* p, cudaStream_
   if (const char* err = variant_mismatch(*p)) return err;
   return fa2::run_fwd<VariantElement, TFI_HEAD_DIM>(*p, stream);
 }
+
+TFI_EXPORT long long tfi_fwd_workspace(const torch_flashinfer::FwdParams*) { return 0; }

@@ -1,4 +1,4 @@
-// Kernel library "split_kv_<dtype>_hd<head_dim>" (decode): exports tfi_fwd (api.h).
+// Kernel library "split_kv_<dtype>_hd<head_dim>" (decode): exports tfi_fwd and tfi_fwd_workspace (api.h).
 #include "torch_flashinfer/api.h"
 
 #include "common/variant.h"
@@ -9,4 +9,10 @@ TFI_EXPORT const char* tfi_fwd(const torch_flashinfer::FwdParams* p, cudaStream_
   if (const char* err = variant_mismatch(*p)) return err;
   if (p->cu_seqlens_q != nullptr) return "split_kv takes dense q (batch, seqlen_q, heads, head_dim)";
   return decode::run_split_kv<VariantElement, TFI_HEAD_DIM>(*p, stream);
+}
+
+TFI_EXPORT long long tfi_fwd_workspace(const torch_flashinfer::FwdParams* p) {
+  using namespace torch_flashinfer;
+  if (variant_mismatch(*p) != nullptr || p->cu_seqlens_q != nullptr) return 0;
+  return decode::workspace_split_kv<VariantElement, TFI_HEAD_DIM>(*p);
 }

@@ -7,6 +7,8 @@
 
 #include "torch_flashinfer/params.h"
 
+// fp32 scratch floats a call needs in FwdParams::workspace (0: none); the caller allocates it.
+using tfi_fwd_workspace_fn = long long (*)(const torch_flashinfer::FwdParams*);
 // Returns nullptr on success, else a static message.
 using tfi_fwd_fn = const char* (*)(const torch_flashinfer::FwdParams*, cudaStream_t);
 using tfi_append_kv_fn = const char* (*)(const torch_flashinfer::AppendKvParams*, cudaStream_t);

@@ -1,14 +1,19 @@
 // Decode (seqlen_q <= a few tokens): split-KV flash-decoding, GQA-packed.
 //
-// One CTA per (sequence, K/V head, block of packed query rows, key split). The query rows of a
-// K/V head -- every query head of its group times every query token -- are packed as the rows
-// of one mma tile, so each K/V byte is read once per group. The sequence's visible keys are cut
-// into `num_splits` equal chunks on the device (from cache_seqlens, so a 32k-slot cache holding
-// 100 tokens costs 100 tokens, and the launch depends on no device value). Inside a CTA each
-// warp streams its own 16-key tiles through a private cp.async ring with no block-wide barrier;
-// the warps' partial softmax states are merged through shared memory at the end. With one split
-// the CTA writes the output; with several it writes a normalised partial output and its lse,
-// and combine_kernel merges the splits.
+// Work items: (sequence, K/V head, block of packed query rows). The query rows of a K/V head --
+// every query head of its group times every query token -- are packed as the rows of one mma
+// tile, so each K/V byte is read once per group. Each item's visible keys are cut into
+// `splits` equal chunks on the device (from cache_seqlens, so a 32k-slot cache holding 100
+// tokens costs 100 tokens, and the launch depends on no device value).
+//
+// Two ways to map work onto a CTA of four warps (Shape::kWarpItems):
+// - shared: the CTA owns one (item, split); its warps take interleaved 16-key tiles and merge
+//   their softmax states through shared memory. For few, long sequences.
+// - warp items: each warp owns a whole (item, split) and writes its rows itself: no merge and
+//   no block barrier. For many short sequences, where the merge would cost as much as the keys.
+// Either way a warp streams its tiles through a private cp.async ring (kStages deep) with no
+// block-wide barrier in the loop. With one split the output is written directly; with several,
+// a normalised fp32 partial output and its lse go to the workspace and combine_kernel merges them.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -22,35 +27,44 @@
 
 namespace torch_flashinfer::decode {
 
+constexpr int kWarps = 4;
+constexpr int kKeys = 16;         // keys per warp tile
+constexpr int kMaxSplits = 128;   // combine_kernel keeps one weight per split in shared memory
+// Shared memory per CTA for two CTAs per SM (228 KB per SM on the H100, 1 KB reserved per CTA;
+// A100: 164 KB).
+constexpr int kTwoPerSmBytes = 113 * 1024;
 
-template <int kHeadDim_>
+// 16-row m-tiles per item: up to 64 packed rows for d <= 64, 32 for d <= 128, 16 above, so the
+// O accumulators (m_tiles * d / 2 floats per thread) stay within 64 registers... 128 for d=256.
+constexpr int max_m_tiles(int head_dim) { return head_dim <= 64 ? 4 : head_dim <= 128 ? 2 : 1; }
+
+template <int kHeadDim_, int kMTiles_, bool kWarpItems_>
 struct Shape {
   static constexpr int kHeadDim = kHeadDim_;
-  static constexpr int kWarps = 4;
+  static constexpr int kMTiles = kMTiles_;
+  static constexpr bool kWarpItems = kWarpItems_;
   static constexpr int kThreads = kWarps * 32;
-  static constexpr int kKeys = 16;  // keys per warp tile
-  // Packed query rows per CTA: up to 64, bounded so the O accumulators (kMTiles * d / 2 per
-  // thread) stay within 128 registers.
-  static constexpr int kMTiles = kHeadDim <= 64 ? 4 : kHeadDim <= 128 ? 2 : 1;
-  static constexpr int kRows = 16 * kMTiles;
-  static constexpr int kStride = kHeadDim + 8;  // padded smem row (elements): conflict-free ldmatrix
-  // Ring depth per warp: as many 16-key K+V tiles as fit next to Q in 110 KB (two CTAs per SM up
-  // to d=128), 2 to 4. Deeper rings keep more bytes in flight per warp: a split reads only a few
-  // hundred keys, so its time is mostly load latency.
-  static constexpr int kTileBytes = kWarps * 2 * kKeys * kStride * 2;
-  static constexpr int kQBytes = kRows * kStride * 2;
-  static constexpr int kFit = (110 * 1024 - kQBytes) / kTileBytes;
-  static constexpr int kStages = kFit < 2 ? 2 : kFit > 4 ? 4 : kFit;
+  static constexpr int kRows = 16 * kMTiles;             // packed query rows per item
+  static constexpr int kStride = kHeadDim + 8;           // padded smem row (elements): conflict-free ldmatrix
+  static constexpr int kQRows = kWarpItems ? kWarps * kRows : kRows;
+  static constexpr int kQBytes = kQRows * kStride * 2;
+  static constexpr int kWarpStageBytes = 2 * kKeys * kStride * 2;  // one K and one V tile
+  // Ring depth: as many stages as fit next to Q in the two-CTAs-per-SM budget, 2 to 8. A warp
+  // keeps kStages - 1 tiles in flight while it computes on one: a split reads only a few hundred
+  // keys, so its time is mostly load latency, and the deeper the ring the less of it shows.
+  static constexpr int kFit = (kTwoPerSmBytes - kQBytes) / (kWarps * kWarpStageBytes);
+  static constexpr int kStages = kFit < 2 ? 2 : kFit > 8 ? 8 : kFit;
+  // Q as mma fragments in registers (read from shared memory once, not once per tile) when they
+  // take at most 32 registers.
+  static constexpr bool kQInRegisters = kMTiles * kHeadDim <= 128;
   static constexpr int kMergeStride = kHeadDim + 8;  // fp32 row of the warp merge (8-byte stores)
   static constexpr int kDTiles = kHeadDim / 8;
   static constexpr int kChunksPerRow = kHeadDim / 8;
 
-  template <typename T>
   static constexpr size_t smem_bytes() {
-    const size_t ring = size_t(kWarps) * kStages * 2 * kKeys * kStride * sizeof(T);
-    const size_t q = size_t(kRows) * kStride * sizeof(T);
-    const size_t merge = size_t(kWarps) * kRows * (2 + kMergeStride) * sizeof(float);
-    return q + (ring > merge ? ring : merge);
+    const size_t ring = size_t(kWarps) * kStages * kWarpStageBytes;
+    const size_t merge = kWarpItems ? 0 : size_t(kWarps) * kRows * (2 + kMergeStride) * sizeof(float);
+    return kQBytes + (ring > merge ? ring : merge);
   }
 };
 
@@ -61,57 +75,77 @@ struct RowMap {
   __device__ __forceinline__ int head(int hk, int r) const { return hk * group + r % group; }
 };
 
+// Partial results of split s, fp32: out[s][row][d], then lse[s][row], row = (b * seqlen_q + i) * heads_q + h.
+__device__ __forceinline__ int64_t partial_row(const FwdParams& p, int b, int i, int h) {
+  return (int64_t(b) * p.seqlen_q + i) * p.heads_q + h;
+}
+
 template <typename T, typename S, KvMode kMode>
-__global__ void __launch_bounds__(S::kThreads) split_kv_kernel(const __grid_constant__ FwdParams p, int row_blocks) {
+__global__ void __launch_bounds__(S::kThreads) split_kv_kernel(const __grid_constant__ FwdParams p, int row_blocks,
+                                                               int items) {
   using Traits = DtypeTraits<T>;
-  constexpr int kD = S::kHeadDim, kStride = S::kStride, kMT = S::kMTiles, kKeys = S::kKeys;
+  constexpr int kD = S::kHeadDim, kStride = S::kStride, kMT = S::kMTiles;
   constexpr int kStages = S::kStages, kDT = S::kDTiles, kCPR = S::kChunksPerRow;
+  // A warp's tiles: keys [first_key + t * kStep, + 16).
+  constexpr int kStep = S::kWarpItems ? kKeys : kWarps * kKeys;
 
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* sQ = reinterpret_cast<T*>(smem_raw);
-  T* sRing = sQ + S::kRows * kStride;
+  T* sRing = sQ + S::kQRows * kStride;
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int split = blockIdx.y;
-  const int row_block = blockIdx.x % row_blocks;
-  const int bhk = blockIdx.x / row_blocks;
+  const int item = S::kWarpItems ? int(blockIdx.x) * kWarps + warp : int(blockIdx.x);
+  if (S::kWarpItems && item >= items) return;  // no block barrier in this mode
+  const int row_block = item % row_blocks, bhk = item / row_blocks;
   const int b = bhk / p.heads_k, hk = bhk % p.heads_k;
   const RowMap map{p.heads_q / p.heads_k, (p.heads_q / p.heads_k) * p.seqlen_q};
-  const int r0 = row_block * S::kRows;  // first packed row of this CTA
+  const int r0 = row_block * S::kRows;  // first packed row of this item
   const int r_end = min(r0 + S::kRows, map.rows);
 
   const Sequence seq = load_sequence(p, b);
   const Mask mask(p, seq);
-  // Keys any row of this CTA may see, cut into equal 16-key-aligned chunks per split.
-  const int key_begin = mask.key_begin(map.token(r0));
-  const int key_end = mask.key_end(map.token(r_end - 1) + 1);
+  // Keys any row of the item may see, cut into equal 16-key-aligned chunks per split.
+  const int tok_lo = map.token(r0), tok_hi = map.token(r_end - 1) + 1;
+  const int key_begin = mask.key_begin(tok_lo);
+  const int key_end = mask.key_end(tok_hi);
   const int span = max(key_end - key_begin, 0);
   const int chunk = ((span + p.num_splits - 1) / p.num_splits + kKeys - 1) / kKeys * kKeys;
   const int k_lo = key_begin + split * chunk;
   const int k_hi = min(k_lo + chunk, key_end);
 
-  // Q rows of this CTA (zero-filled padding rows).
-  const T* q_seq = static_cast<const T*>(p.q) + seq.q_offset;
-  for (int c = tid; c < S::kRows * kCPR; c += S::kThreads) {
-    const int r = c / kCPR, col = (c % kCPR) * 8, pr = r0 + r;
-    const bool valid = pr < map.rows;
-    const T* src = q_seq + (valid ? int64_t(map.token(pr)) * p.q_row_stride +
-                                        int64_t(map.head(hk, pr)) * p.q_head_stride + col : 0);
-    cp_async_16(smem_addr(sQ + r * kStride + col), src, valid);
+  // Q rows of the item (zero-filled padding rows): copied by the CTA, or by the warp that owns it.
+  T* sQi = S::kWarpItems ? sQ + warp * S::kRows * kStride : sQ;
+  {
+    const T* q_seq = static_cast<const T*>(p.q) + seq.q_offset;
+    const int q_tid = S::kWarpItems ? lane : tid;
+    constexpr int kQThreads = S::kWarpItems ? 32 : S::kThreads;
+    for (int c = q_tid; c < S::kRows * kCPR; c += kQThreads) {
+      const int r = c / kCPR, col = (c % kCPR) * 8, pr = r0 + r;
+      const bool valid = pr < map.rows;
+      const T* src = q_seq + (valid ? int64_t(map.token(pr)) * p.q_row_stride +
+                                          int64_t(map.head(hk, pr)) * p.q_head_stride + col : 0);
+      cp_async_16(smem_addr(sQi + r * kStride + col), src, valid);
+    }
+    cp_async_commit();
   }
-  cp_async_commit();
 
   const T* k_head = static_cast<const T*>(p.k) + int64_t(hk) * p.k_head_stride;
   const T* v_head = static_cast<const T*>(p.v) + int64_t(hk) * p.v_head_stride;
   T* ring = sRing + warp * kStages * 2 * kKeys * kStride;
-  // This warp's tiles: keys [k_lo + (warp + kWarps * t) * 16, +16) for t = 0, 1, ...
-  const int first_key = k_lo + warp * kKeys;
-  const int n_tiles = first_key < k_hi ? (k_hi - first_key + S::kWarps * kKeys - 1) / (S::kWarps * kKeys) : 0;
+  const int first_key = S::kWarpItems ? k_lo : k_lo + warp * kKeys;
+  const int n_tiles = first_key < k_hi ? (k_hi - first_key + kStep - 1) / kStep : 0;
+  const uint64_t policy = l2_evict_first();  // every K/V byte is read once
 
   auto load_tile = [&](int t) {
-    const int n0 = first_key + t * S::kWarps * kKeys;
+    const int n0 = first_key + t * kStep;
     T* sK = ring + (t % kStages) * 2 * kKeys * kStride;
     T* sV = sK + kKeys * kStride;
+    int tile_block = 0;
+    if constexpr (kMode == KvMode::kPagedTile) {
+      int unused;
+      paged_position(p, seq, b, n0, tile_block, unused);
+    }
 #pragma unroll
     for (int i = 0; i < kKeys * kCPR / 32; ++i) {
       const int c = lane + i * 32, r = c / kCPR, col = (c % kCPR) * 8, j = n0 + r;
@@ -123,14 +157,19 @@ __global__ void __launch_bounds__(S::kThreads) split_kv_kernel(const __grid_cons
           v_off = seq.v_offset + int64_t(j) * p.v_row_stride;
         } else {
           int block, row;
-          paged_position(p, seq, b, j, block, row);
+          if constexpr (kMode == KvMode::kPagedTile) {
+            block = tile_block;
+            row = n0 % p.page_size + r;
+          } else {
+            paged_position(p, seq, b, j, block, row);
+          }
           valid = block >= 0;
           k_off = int64_t(block) * p.k_batch_stride + int64_t(row) * p.k_row_stride;
           v_off = int64_t(block) * p.v_batch_stride + int64_t(row) * p.v_row_stride;
         }
       }
-      cp_async_16(smem_addr(sK + r * kStride + col), k_head + (valid ? k_off + col : 0), valid);
-      cp_async_16(smem_addr(sV + r * kStride + col), v_head + (valid ? v_off + col : 0), valid);
+      cp_async_16(smem_addr(sK + r * kStride + col), k_head + (valid ? k_off + col : 0), valid, policy);
+      cp_async_16(smem_addr(sV + r * kStride + col), v_head + (valid ? v_off + col : 0), valid, policy);
     }
   };
 #pragma unroll
@@ -139,7 +178,11 @@ __global__ void __launch_bounds__(S::kThreads) split_kv_kernel(const __grid_cons
     cp_async_commit();
   }
   cp_async_wait<kStages - 1>();  // the Q group, committed first, has landed
-  __syncthreads();
+  if constexpr (S::kWarpItems) {
+    __syncwarp();
+  } else {
+    __syncthreads();
+  }
 
   const ScoreMod mod(p);
   const int g = lane / 4, t4 = lane % 4;
@@ -156,6 +199,18 @@ __global__ void __launch_bounds__(S::kThreads) split_kv_kernel(const __grid_cons
       row_token[mt][half] = map.token(pr);
       row_slope[mt][half] = mod.slope(p, b, map.head(hk, pr));
     }
+
+  // Q fragments: loaded once when they fit in registers, else per k-step from shared memory.
+  uint32_t q_frag[S::kQInRegisters ? kMT : 1][S::kQInRegisters ? kD / 16 : 1][4];
+  auto q_fragment = [&](int mt, int ks, uint32_t(&a)[4]) {
+    ldmatrix_x4(a, smem_addr(sQi + (mt * 16 + lane % 16) * kStride + ks * 16 + (lane / 16) * 8));
+  };
+  if constexpr (S::kQInRegisters) {
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int ks = 0; ks < kD / 16; ++ks) q_fragment(mt, ks, q_frag[mt][ks]);
+  }
 
   float acc_o[kMT][kDT][4];
 #pragma unroll
@@ -174,7 +229,7 @@ __global__ void __launch_bounds__(S::kThreads) split_kv_kernel(const __grid_cons
     __syncwarp();
     const T* sK = ring + (t % kStages) * 2 * kKeys * kStride;
     const T* sV = sK + kKeys * kStride;
-    const int n0 = first_key + t * S::kWarps * kKeys;
+    const int n0 = first_key + t * kStep;
 
     float s[kMT][2][4];
 #pragma unroll
@@ -183,37 +238,53 @@ __global__ void __launch_bounds__(S::kThreads) split_kv_kernel(const __grid_cons
       for (int nt = 0; nt < 2; ++nt)
 #pragma unroll
         for (int e = 0; e < 4; ++e) s[mt][nt][e] = 0.f;
-    // Partly unrolled: this loop is nowhere near the bottleneck (memory is), and full unrolling
-    // lets the compiler hoist every K/Q fragment of the tile into registers.
-#pragma unroll 2
+#pragma unroll
     for (int ks = 0; ks < kD / 16; ++ks) {
       uint32_t bk[4];
       const int key = (lane % 8) + (lane / 16) * 8;
       ldmatrix_x4(bk, smem_addr(sK + key * kStride + ks * 16 + ((lane / 8) % 2) * 8));
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt) {
-        uint32_t a[4];
-        ldmatrix_x4(a, smem_addr(sQ + (mt * 16 + lane % 16) * kStride + ks * 16 + (lane / 16) * 8));
-        Traits::mma(s[mt][0], a, bk[0], bk[1]);
-        Traits::mma(s[mt][1], a, bk[2], bk[3]);
+        if constexpr (S::kQInRegisters) {
+          Traits::mma(s[mt][0], q_frag[mt][ks], bk[0], bk[1]);
+          Traits::mma(s[mt][1], q_frag[mt][ks], bk[2], bk[3]);
+        } else {
+          uint32_t a[4];
+          q_fragment(mt, ks, a);
+          Traits::mma(s[mt][0], a, bk[0], bk[1]);
+          Traits::mma(s[mt][1], a, bk[2], bk[3]);
+        }
       }
     }
 
-    // softcap, ALiBi, mask (per element: the packed rows are different query tokens and heads)
+    // softcap, ALiBi, mask (per element: the packed rows are different query tokens and heads);
+    // the mask pass is skipped when every key of the tile is visible to every token of the item.
+    if (mod.has_softcap || mod.has_alibi) {
 #pragma unroll
-    for (int mt = 0; mt < kMT; ++mt)
+      for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-      for (int nt = 0; nt < 2; ++nt)
+        for (int nt = 0; nt < 2; ++nt)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int i = row_token[mt][e / 2];
-          const int j = n0 + nt * 8 + 2 * t4 + (e % 2);
-          float x = s[mt][nt][e];
-          if (mod.has_softcap) x = mod.softcapped(x);
-          if (mod.has_alibi) x -= row_slope[mt][e / 2] * fabsf(float(i + mask.shift - j));
-          if (j >= k_hi || !mask.visible(i, j)) x = -INFINITY;
-          s[mt][nt][e] = x;
-        }
+          for (int e = 0; e < 4; ++e) {
+            float& x = s[mt][nt][e];
+            if (mod.has_softcap) x = mod.softcapped(x);
+            if (mod.has_alibi) {
+              const int j = n0 + nt * 8 + 2 * t4 + (e % 2);
+              x -= row_slope[mt][e / 2] * fabsf(float(row_token[mt][e / 2] + mask.shift - j));
+            }
+          }
+    }
+    if (n0 + kKeys > k_hi || !mask.all_visible(tok_lo, tok_hi, n0, n0 + kKeys)) {
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int j = n0 + nt * 8 + 2 * t4 + (e % 2);
+            if (j >= k_hi || !mask.visible(row_token[mt][e / 2], j)) s[mt][nt][e] = -INFINITY;
+          }
+    }
     uint32_t p_frag[kMT][2][2];
     softmax.update(s, p_frag, acc_o, mod.scale_log2);
 #pragma unroll
@@ -232,85 +303,133 @@ __global__ void __launch_bounds__(S::kThreads) split_kv_kernel(const __grid_cons
     __syncwarp();  // the ring slot is refilled by the next iteration's prefetch
   }
   cp_async_wait<0>();
-  __syncthreads();  // every warp is done with the ring: reuse it for the merge
 
-  // Merge the warps: each publishes its row max / sum, rescales its O to the CTA-wide row max
-  // and stores it in its own slice; the slices are summed while writing.
-  float* sMax = reinterpret_cast<float*>(sRing);  // [warps][rows]
-  float* sSum = sMax + S::kWarps * S::kRows;        // [warps][rows]
-  float* sO = sSum + S::kWarps * S::kRows;          // [warps][rows][kMergeStride]
+  const int64_t rows_total = int64_t(p.batch) * p.seqlen_q * p.heads_q;
+  float* split_lse = p.workspace + int64_t(p.num_splits) * rows_total * kD;
+
+  if constexpr (S::kWarpItems) {
+    // The warp holds its rows' whole state: normalise and write from the accumulators.
 #pragma unroll
-  for (int mt = 0; mt < kMT; ++mt)
+    for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const float sum = softmax.total(mt, half);
-      if (t4 == 0) {
+      for (int half = 0; half < 2; ++half) {
+        const float sum = softmax.total(mt, half);
+        const int pr = r0 + mt * 16 + g + half * 8;
+        if (pr >= r_end) continue;
+        const float inv = sum > 0.f ? 1.f / sum : 0.f;
+        const float lse = sum > 0.f ? softmax.row_max[mt][half] * mod.scale + __logf(sum) : -INFINITY;
+        const int i = map.token(pr), h = map.head(hk, pr);
+        if (p.num_splits == 1) {
+          T* o = static_cast<T*>(p.out) + seq.o_offset + int64_t(i) * p.o_row_stride + int64_t(h) * p.o_head_stride;
+#pragma unroll
+          for (int dt = 0; dt < kDT; ++dt) {
+            *reinterpret_cast<uint32_t*>(o + dt * 8 + 2 * t4) =
+                Traits::pack(acc_o[mt][dt][2 * half] * inv, acc_o[mt][dt][2 * half + 1] * inv);
+          }
+          if (t4 == 0) p.lse[seq.lse_offset + int64_t(h) * p.lse_head_stride + i] = lse;
+        } else {
+          const int64_t row = partial_row(p, b, i, h);
+          float* po = p.workspace + (int64_t(split) * rows_total + row) * kD;
+#pragma unroll
+          for (int dt = 0; dt < kDT; ++dt) {
+            *reinterpret_cast<float2*>(po + dt * 8 + 2 * t4) =
+                make_float2(acc_o[mt][dt][2 * half] * inv, acc_o[mt][dt][2 * half + 1] * inv);
+          }
+          if (t4 == 0) split_lse[int64_t(split) * rows_total + row] = lse;
+        }
+      }
+  } else {
+    __syncthreads();  // every warp is done with the ring: reuse it for the merge
+
+    // Merge the warps: each publishes its row max / sum, rescales its O to the CTA-wide row max
+    // and stores it in its own slice; the slices are summed while writing.
+    float* sMax = reinterpret_cast<float*>(sRing);  // [warps][rows]
+    float* sSum = sMax + kWarps * S::kRows;           // [warps][rows]
+    float* sO = sSum + kWarps * S::kRows;             // [warps][rows][kMergeStride]
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const float sum = softmax.total(mt, half);
+        if (t4 == 0) {
+          const int r = mt * 16 + g + half * 8;
+          sMax[warp * S::kRows + r] = softmax.row_max[mt][half];
+          sSum[warp * S::kRows + r] = sum;
+        }
+      }
+    __syncthreads();
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
         const int r = mt * 16 + g + half * 8;
-        sMax[warp * S::kRows + r] = softmax.row_max[mt][half];
-        sSum[warp * S::kRows + r] = sum;
+        float m_all = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < kWarps; ++w) m_all = fmaxf(m_all, sMax[w * S::kRows + r]);
+        const float own = softmax.row_max[mt][half];
+        const float w_scale = own == -INFINITY ? 0.f : fast_exp2((own - m_all) * mod.scale_log2);
+        float* dst = sO + (warp * S::kRows + r) * S::kMergeStride + 2 * t4;
+#pragma unroll
+        for (int dt = 0; dt < kDT; ++dt) {
+          *reinterpret_cast<float2*>(dst + dt * 8) =
+              make_float2(acc_o[mt][dt][2 * half] * w_scale, acc_o[mt][dt][2 * half + 1] * w_scale);
+        }
       }
-    }
-  __syncthreads();
-#pragma unroll
-  for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int r = mt * 16 + g + half * 8;
-      float m_all = -INFINITY;
-#pragma unroll
-      for (int w = 0; w < S::kWarps; ++w) m_all = fmaxf(m_all, sMax[w * S::kRows + r]);
-      const float own = softmax.row_max[mt][half];
-      const float w_scale = own == -INFINITY ? 0.f : fast_exp2((own - m_all) * mod.scale_log2);
-      float* dst = sO + (warp * S::kRows + r) * S::kMergeStride + 2 * t4;
-#pragma unroll
-      for (int dt = 0; dt < kDT; ++dt) {
-        *reinterpret_cast<float2*>(dst + dt * 8) =
-            make_float2(acc_o[mt][dt][2 * half] * w_scale, acc_o[mt][dt][2 * half + 1] * w_scale);
-      }
-    }
-  __syncthreads();
+    __syncthreads();
 
-  // Normalise and write: the output (one split) or this split's partial output and lse.
-  for (int c = tid; c < S::kRows * (kD / 2); c += S::kThreads) {
-    const int r = c / (kD / 2), col = (c % (kD / 2)) * 2, pr = r0 + r;
-    if (pr >= r_end) continue;
-    float m_all = -INFINITY, l_all = 0.f;
-    for (int w = 0; w < S::kWarps; ++w) m_all = fmaxf(m_all, sMax[w * S::kRows + r]);
-    for (int w = 0; w < S::kWarps; ++w) {
-      const float mw = sMax[w * S::kRows + r];
-      if (mw != -INFINITY) l_all += sSum[w * S::kRows + r] * fast_exp2((mw - m_all) * mod.scale_log2);
-    }
-    const float inv = l_all > 0.f ? 1.f / l_all : 0.f;
-    float o0 = 0.f, o1 = 0.f;
+    // Normalise and write: the output (one split) or this split's partial output and lse.
+    for (int c = tid; c < S::kRows * (kD / 2); c += S::kThreads) {
+      const int r = c / (kD / 2), col = (c % (kD / 2)) * 2, pr = r0 + r;
+      if (pr >= r_end) continue;
+      float m_all = -INFINITY, l_all = 0.f;
+      for (int w = 0; w < kWarps; ++w) m_all = fmaxf(m_all, sMax[w * S::kRows + r]);
+      for (int w = 0; w < kWarps; ++w) {
+        const float mw = sMax[w * S::kRows + r];
+        if (mw != -INFINITY) l_all += sSum[w * S::kRows + r] * fast_exp2((mw - m_all) * mod.scale_log2);
+      }
+      const float inv = l_all > 0.f ? 1.f / l_all : 0.f;
+      float o0 = 0.f, o1 = 0.f;
 #pragma unroll
-    for (int w = 0; w < S::kWarps; ++w) {
-      const float2 part = *reinterpret_cast<const float2*>(sO + (w * S::kRows + r) * S::kMergeStride + col);
-      o0 += part.x;
-      o1 += part.y;
-    }
-    o0 *= inv;
-    o1 *= inv;
-    const float lse = l_all > 0.f ? m_all * mod.scale + __logf(l_all) : -INFINITY;
-    const int i = map.token(pr), h = map.head(hk, pr);
-    if (p.num_splits == 1) {
-      T* o = static_cast<T*>(p.out) + seq.o_offset + int64_t(i) * p.o_row_stride + int64_t(h) * p.o_head_stride;
-      *reinterpret_cast<uint32_t*>(o + col) = Traits::pack(o0, o1);
-      if (col == 0) p.lse[seq.lse_offset + int64_t(h) * p.lse_head_stride + i] = lse;
-    } else {
-      // Partial results in the workspace, fp32: out[split][row][d], then lse[split][row],
-      // row = (b * seqlen_q + i) * heads_q + h.
-      const int64_t row = (int64_t(b) * p.seqlen_q + i) * p.heads_q + h;
-      const int64_t rows = int64_t(p.batch) * p.seqlen_q * p.heads_q;
-      float* po = p.workspace + (int64_t(split) * rows + row) * kD + col;
-      po[0] = o0;
-      po[1] = o1;
-      if (col == 0) p.workspace[int64_t(p.num_splits) * rows * kD + int64_t(split) * rows + row] = lse;
+      for (int w = 0; w < kWarps; ++w) {
+        const float2 part = *reinterpret_cast<const float2*>(sO + (w * S::kRows + r) * S::kMergeStride + col);
+        o0 += part.x;
+        o1 += part.y;
+      }
+      o0 *= inv;
+      o1 *= inv;
+      const float lse = l_all > 0.f ? m_all * mod.scale + __logf(l_all) : -INFINITY;
+      const int i = map.token(pr), h = map.head(hk, pr);
+      if (p.num_splits == 1) {
+        T* o = static_cast<T*>(p.out) + seq.o_offset + int64_t(i) * p.o_row_stride + int64_t(h) * p.o_head_stride;
+        *reinterpret_cast<uint32_t*>(o + col) = Traits::pack(o0, o1);
+        if (col == 0) p.lse[seq.lse_offset + int64_t(h) * p.lse_head_stride + i] = lse;
+      } else {
+        const int64_t row = partial_row(p, b, i, h);
+        *reinterpret_cast<float2*>(p.workspace + (int64_t(split) * rows_total + row) * kD + col) = make_float2(o0, o1);
+        if (col == 0) split_lse[int64_t(split) * rows_total + row] = lse;
+      }
     }
   }
 }
 
+// kVec consecutive floats from a kVec * 4-byte aligned address, in one load.
+template <int kVec>
+__device__ __forceinline__ void load_floats(const float* src, float (&v)[kVec]) {
+  if constexpr (kVec == 4) {
+    const float4 x = *reinterpret_cast<const float4*>(src);
+    v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w;
+  } else if constexpr (kVec == 2) {
+    const float2 x = *reinterpret_cast<const float2*>(src);
+    v[0] = x.x, v[1] = x.y;
+  } else {
+    v[0] = *src;
+  }
+}
+
 // Merge the splits of every output row: out = sum_s w_s o_s / sum_s w_s, w_s = exp(lse_s - max).
-// One warp per (b, i, h) row; each lane owns head_dim / 32 columns.
+// One warp per (b, i, h) row. The splits' lse are read by the lanes in parallel and their weights
+// kept in shared memory, so the partial outputs are read with several loads in flight: a chain of
+// one dependent read per split would cost a memory latency each (~0.5 us per split from L2).
 template <typename T, int kHeadDim>
 __global__ void __launch_bounds__(128) combine_kernel(const __grid_constant__ FwdParams p) {
   using Traits = DtypeTraits<T>;
@@ -319,25 +438,43 @@ __global__ void __launch_bounds__(128) combine_kernel(const __grid_constant__ Fw
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
 #endif
+  __shared__ float s_weight[4][kMaxSplits];
   const int64_t rows = int64_t(p.batch) * p.seqlen_q * p.heads_q;
-  const int64_t row = int64_t(blockIdx.x) * 4 + threadIdx.x / 32;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t row = int64_t(blockIdx.x) * 4 + warp;
   if (row >= rows) return;
-  const int lane = threadIdx.x % 32;
-  const float* split_lse = p.workspace + int64_t(p.num_splits) * rows * kHeadDim;
+  const int splits = p.num_splits;
+  const float* split_lse = p.workspace + int64_t(splits) * rows * kHeadDim;
+
   float m = -INFINITY;
-  for (int s = 0; s < p.num_splits; ++s) m = fmaxf(m, split_lse[s * rows + row]);
-  constexpr int kCols = kHeadDim / 32;
-  float acc[kCols] = {};
-  float wsum = 0.f;
-  if (m != -INFINITY) {
-    for (int s = 0; s < p.num_splits; ++s) {
-      const float lse = split_lse[s * rows + row];
-      if (lse == -INFINITY) continue;
-      const float w = __expf(lse - m);
-      wsum += w;
-      const float* po = p.workspace + (s * rows + row) * kHeadDim;
+  for (int s = lane; s < splits; s += 32) m = fmaxf(m, split_lse[s * rows + row]);
 #pragma unroll
-      for (int c = 0; c < kCols; ++c) acc[c] += w * po[lane + 32 * c];
+  for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
+  float wsum = 0.f;
+  for (int s = lane; s < splits; s += 32) {
+    const float lse = split_lse[s * rows + row];
+    const float w = lse == -INFINITY ? 0.f : __expf(lse - m);  // m is finite when any lse is
+    s_weight[warp][s] = w;
+    wsum += w;
+  }
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) wsum += __shfl_xor_sync(0xffffffffu, wsum, off);
+  __syncwarp();
+
+  // Each lane owns kVec consecutive columns of every 32 * kVec: 16-byte loads for d = 128, 256.
+  constexpr int kCols = kHeadDim / 32;
+  constexpr int kVec = kCols % 4 == 0 ? 4 : kCols % 2 == 0 ? 2 : 1;
+  float acc[kCols] = {};
+#pragma unroll 4
+  for (int s = 0; s < splits; ++s) {
+    const float w = s_weight[warp][s];
+    const float* po = p.workspace + (s * rows + row) * kHeadDim + lane * kVec;
+#pragma unroll
+    for (int c = 0; c < kCols / kVec; ++c) {
+      float part[kVec];
+      load_floats<kVec>(po + c * 32 * kVec, part);
+#pragma unroll
+      for (int e = 0; e < kVec; ++e) acc[c * kVec + e] += w * part[e];
     }
   }
   const float inv = wsum > 0.f ? 1.f / wsum : 0.f;
@@ -345,9 +482,11 @@ __global__ void __launch_bounds__(128) combine_kernel(const __grid_constant__ Fw
   const int i = int((row / p.heads_q) % p.seqlen_q);
   const int b = int(row / (int64_t(p.heads_q) * p.seqlen_q));
   const int64_t o_off = int64_t(b) * p.o_batch_stride + int64_t(i) * p.o_row_stride + int64_t(h) * p.o_head_stride;
-  T* o = static_cast<T*>(p.out) + o_off;
+  T* o = static_cast<T*>(p.out) + o_off + lane * kVec;
 #pragma unroll
-  for (int c = 0; c < kCols; ++c) o[lane + 32 * c] = Traits::from_float(acc[c] * inv);
+  for (int c = 0; c < kCols / kVec; ++c)
+#pragma unroll
+    for (int e = 0; e < kVec; ++e) o[c * 32 * kVec + e] = Traits::from_float(acc[c * kVec + e] * inv);
   if (lane == 0) {
     p.lse[int64_t(b) * p.lse_batch_stride + int64_t(h) * p.lse_head_stride + i] =
         wsum > 0.f ? m + __logf(wsum) : -INFINITY;

@@ -7,6 +7,12 @@
 
 namespace torch_flashinfer::fa1 {
 
+// fp32 scratch: the running output (rows, heads_q, d) and (max, sum) per row and head.
+inline long long workspace_floats(const FwdParams& p, int head_dim) {
+  const long long rows_total = p.cu_seqlens_q != nullptr ? p.total_q : (long long)p.batch * p.seqlen_q;
+  return rows_total * p.heads_q * (head_dim + 2);
+}
+
 template <typename T, int kHeadDim>
 const char* run_fwd(const FwdParams& p, cudaStream_t stream) {
   using S = Shape<kHeadDim>;
@@ -14,7 +20,7 @@ const char* run_fwd(const FwdParams& p, cudaStream_t stream) {
   const long long rows_total = p.cu_seqlens_q != nullptr ? p.total_q : (long long)p.batch * p.seqlen_q;
   if (ctas == 0 || rows_total == 0) return nullptr;
   if (ctas > 0x7fffffffLL) return "too many sequences x heads for one launch";
-  if (p.workspace == nullptr || p.workspace_floats < rows_total * p.heads_q * (kHeadDim + 2)) {
+  if (p.workspace == nullptr || p.workspace_floats < workspace_floats(p, kHeadDim)) {
     return "fa1 workspace missing or too small";
   }
   constexpr size_t kSmem = S::template smem_bytes<T>();

@@ -1,0 +1,87 @@
+"""Time split_kv's CTA mappings and split counts on decode shapes; the table behind the plan's cost
+model in csrc/kernels/decode/launch.cuh.
+
+    python benchmarks/tune_split_kv.py --out benchmarks/results/h100/split_kv.json
+
+For each shape: the shipped heuristic ("auto": the plan the library picks), then each mapping
+(shared CTA, warp items; built as their own libraries with -DTFI_SPLIT_KV_MODE=1/2) with a
+range of explicit split counts. Times are the benchmark CLI's (L2 flushed before each call).
+"""
+
+import argparse
+import ctypes
+import json
+
+import torch
+
+import torch_flashinfer  # noqa: F401
+from torch_flashinfer import _build, _kernels
+from torch_flashinfer.benchmark import timing
+
+# (batch, heads_q, heads_k, seqlen_k): the llm and seed suites' decode rows
+SHAPES = [(1, 32, 8, 8192), (16, 32, 8, 8192), (64, 32, 8, 8192), (1, 32, 8, 32768), (16, 32, 8, 32768),
+          (128, 32, 32, 8192), (1, 32, 32, 128), (128, 32, 32, 128), (1024, 32, 32, 128), (128, 32, 32, 1024),
+          (8, 32, 8, 2048), (4, 32, 4, 16384)]
+SPLITS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
+
+
+def library(mode: int, dtype, head_dim: int):
+    base = _kernels.fwd_library("split_kv", dtype, head_dim)
+    lib = _build.KernelLibrary(f"{base.name}_mode{mode}", base.sources, base.defines + (f"TFI_SPLIT_KV_MODE={mode}",))
+    handle = ctypes.CDLL(str(_build.build_kernel_library(lib, _build.cuda_archs())))
+    return (ctypes.cast(handle.tfi_fwd, ctypes.c_void_p).value,
+            ctypes.cast(handle.tfi_fwd_workspace, ctypes.c_void_p).value, handle)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--head-dim", type=int, default=128)
+    args = ap.parse_args()
+    d, dtype, device = args.head_dim, torch.float16, torch.device("cuda")
+    binding = _kernels.binding()
+    libs = {"shared": library(1, dtype, d), "warp_items": library(2, dtype, d)}
+    copy = timing.copy_gbps(device)
+    rows = []
+    for b, hq, hk, sk in SHAPES:
+        q = torch.randn(b, 1, hq, d, device=device, dtype=dtype)
+        k, v = torch.randn(b, sk, hk, d, device=device, dtype=dtype), torch.randn(b, sk, hk, d, device=device, dtype=dtype)
+        kv_bytes = 2 * k.numel() * 2
+        qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+
+        def cudnn():
+            with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.CUDNN_ATTENTION):
+                return torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, enable_gqa=hq != hk)
+
+        ref = cudnn().transpose(1, 2)
+        timed = {"cudnn": timing.median_ms(cudnn, device, 50)}
+        timed["auto"] = timing.median_ms(lambda: torch.ops.flashinfer.fwd(q, k, v, causal=True, algo="split_kv"),
+                                         device, 50)
+        out = torch.empty_like(q)
+        lse = torch.empty(b, hq, 1, device=device, dtype=torch.float32)
+        for mode, (fn, ws, _) in libs.items():
+            for s in SPLITS:
+                if s > 1 and sk // s < 64:
+                    continue
+
+                def call():
+                    binding.fwd_with_library(fn, ws, q, k, v, out, lse, 1, sk, d ** -0.5, True, s)
+                call()
+                err = (out.float() - ref.float()).abs().max().item()
+                assert err < 1e-2, f"{mode} splits={s}: error {err}"
+                timed[f"{mode}_{s}"] = timing.median_ms(call, device, 50)
+        best = min((t, name) for name, t in timed.items() if name not in ("cudnn", "auto"))
+        row = dict(batch=b, heads_q=hq, heads_k=hk, seqlen_k=sk, head_dim=d, kv_mb=kv_bytes / 1e6, ms=timed)
+        rows.append(row)
+        gbps = {name: kv_bytes / (t * 1e-3) / 1e9 for name, t in timed.items()}
+        print(f"b{b:5d} {hq}/{hk} sk{sk:6d}: auto {timed['auto'] * 1e3:8.1f} us {gbps['auto']:5.0f} GB/s | best "
+              f"{best[1]:>14s} {best[0] * 1e3:8.1f} us {kv_bytes / best[0] / 1e6:5.0f} | cudnn "
+              f"{timed['cudnn'] * 1e3:8.1f} us {gbps['cudnn']:5.0f} | auto/cudnn {timed['cudnn'] / timed['auto']:.2f}",
+              flush=True)
+    with open(args.out, "w") as f:
+        json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "copy_gbps": copy,
+                   "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The C++ CUDA implementation of the ops (csrc/binding/binding.cpp): the same errors as the fake
+implementation (its validation is the shared Python one, asked once per argument signature), and
+its plan cache never serves one signature's plan to another."""
+
+import pytest
+import torch
+
+import torch_flashinfer
+from oracle import Case
+from test_cuda_fwd import check_case
+from test_ops import APPEND_ERRORS, META_ERRORS, _call_fake
+
+pytestmark = pytest.mark.gpu
+
+FWD = torch.ops.flashinfer.fwd
+APPEND = torch.ops.flashinfer.append_kv
+
+
+def _to_cuda(args):
+    return {n: x.cuda() if isinstance(x, torch.Tensor) else x for n, x in args.items()}
+
+
+@pytest.mark.parametrize("name,args,msg", META_ERRORS, ids=[e[0] for e in META_ERRORS])
+def test_fwd_metadata_errors_cuda_and_fake(name, args, msg):
+    args = _to_cuda(args)
+    for _ in range(2):  # the second call finds no cached plan either: invalid signatures are never cached
+        with pytest.raises(ValueError, match=msg) as real:
+            FWD(**args)
+    with pytest.raises(ValueError, match=msg) as fake:
+        _call_fake(FWD, args)
+    assert str(real.value) == str(fake.value)
+
+
+def _cuda_half(x):
+    """The CPU table's tensors on the GPU, float32 -> float16 and float16 -> bfloat16 (CUDA takes
+    only these), so a dtype mismatch stays a mismatch."""
+    if isinstance(x, torch.Tensor) and x.is_floating_point():
+        x = x.to(torch.float16 if x.dtype == torch.float32 else torch.bfloat16)
+    return x.cuda() if isinstance(x, torch.Tensor) else x
+
+
+@pytest.mark.parametrize("name,args,msg", APPEND_ERRORS, ids=[e[0] for e in APPEND_ERRORS])
+def test_append_kv_errors_cuda_and_fake(name, args, msg):
+    args = {n: _cuda_half(x) for n, x in args.items()}
+    with pytest.raises(ValueError) as real:
+        APPEND(**args)
+    with pytest.raises(ValueError) as fake:
+        _call_fake(APPEND, args)
+    assert str(real.value) == str(fake.value)
+    assert str(real.value).startswith("flashinfer.append_kv: ")
+
+
+def test_unknown_family_is_not_implemented():
+    q = torch.randn(1, 4, 2, 64, device="cuda", dtype=torch.float16)
+    with pytest.raises(NotImplementedError, match="algo 'split_kv' takes dense q"):
+        FWD(q[0], q[0], q[0], cu_seqlens_q=torch.tensor([0, 4], dtype=torch.int32, device="cuda"),
+            cu_seqlens_k=torch.tensor([0, 4], dtype=torch.int32, device="cuda"), max_seqlen_q=4, max_seqlen_k=4,
+            algo="split_kv")
+
+
+def test_signatures_do_not_share_plans():
+    """Same shapes, different options / dtypes / head dims / lengths, interleaved: each call matches the
+    reference, so no cached plan (kernel, seqlens, scale) leaks from one signature to another."""
+    cases = [
+        Case("dense", [37], [37], 4, 2, 64, torch.float16, causal=True),
+        Case("dense", [37], [37], 4, 2, 64, torch.float16, causal=False),
+        Case("dense", [37], [37], 4, 2, 64, torch.bfloat16, causal=True),
+        Case("dense", [37], [37], 4, 2, 128, torch.float16, causal=True),
+        Case("dense", [37], [51], 4, 2, 64, torch.float16, causal=True),
+        Case("dense", [37], [37], 4, 2, 64, torch.float16, causal=True, scale=0.05),
+        Case("dense", [1], [300], 4, 2, 64, torch.float16, causal=True),
+    ]
+    for _ in range(2):
+        for seed, case in enumerate(cases):
+            check_case(case, algo="auto", seed=seed)
+
+
+def test_flash_attn_wrappers_reach_the_binding():
+    q = torch.randn(2, 3, 4, 64, device="cuda", dtype=torch.float16)
+    out = torch_flashinfer.flash_attn_func(q, q, q, causal=True)
+    ref, _ = torch_flashinfer.reference_attention(q.cpu().float(), q.cpu().float(), q.cpu().float(), causal=True)
+    assert (out.cpu().float() - ref).abs().max().item() < 2e-3
