@@ -145,3 +145,28 @@ def test_compile_reduce_overhead_decode():
         ref, _ = torch_flashinfer.reference_attention(q.cpu(), k_cache.cpu(), v_cache.cpu(),
                                                       cache_seqlens=(lens + 1).cpu(), causal=True)
         assert (got.cpu().float() - 2 * ref.float()).abs().max().item() < 8e-3
+
+
+# ---- the decode path inside the FA2 launch: short query sequences of a packed (hybrid) batch ----
+
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+def test_fa2_decode_rows_every_head_dim(head_dim):
+    check_case(Case("varlen", [1, 130, 16, 0, 3, 17], [700, 130, 16, 9, 1, 40], 8, 2, head_dim, torch.bfloat16,
+                    causal=True), algo="fa2")
+
+
+@pytest.mark.parametrize("heads", [(8, 8), (16, 2), (32, 1)], ids=["mha", "gqa8", "mqa32"])
+@pytest.mark.parametrize("layout", ["varlen", "varlen_paged", "dense"])
+def test_fa2_decode_rows_group_sizes(heads, layout):
+    # group x 16 queries = up to 32 row blocks of the K/V head, spread over its query heads' CTAs
+    lens_q = [16, 200, 1, 5] if layout != "dense" else [16] * 4
+    lens_k = [300, 200, 1, 900] if layout != "dense" else [300] * 4
+    check_case(Case(layout, lens_q, lens_k, heads[0], heads[1], 128, torch.float16, causal=True, page_size=16),
+               algo="fa2")
+
+
+@pytest.mark.parametrize("feature", ["window", "alibi", "softcap", "noncausal"])
+def test_fa2_decode_rows_features(feature):
+    kw = {"window": dict(window=(50, 3), causal=False), "alibi": dict(alibi="batch", causal=True),
+          "softcap": dict(softcap=10.0, causal=True), "noncausal": dict(causal=False)}[feature]
+    check_case(Case("varlen", [1, 64, 9, 16], [333, 64, 90, 16], 8, 4, 64, torch.float16, **kw), algo="fa2")

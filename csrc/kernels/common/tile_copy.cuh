@@ -1,5 +1,6 @@
 // Global -> shared copies of query and key/value tiles (cp.async, 16-byte chunks, zero-filled
-// outside the sequence), used by every kernel whose whole CTA loads a tile. Shared rows are
+// outside the sequence, with an L2 policy: ptx.cuh), used by every kernel whose whole CTA loads
+// a tile. Shared rows are
 // padded to head_dim + 8 elements (see fa2/fwd_kernel.cuh).
 #pragma once
 
@@ -29,7 +30,8 @@ struct ChunkMap {
 
 // Query rows [m0, m0 + kRows) of one head (q_head points at row 0 of the sequence).
 template <int kRows, int kThreads, int kHeadDim, typename T>
-__device__ __forceinline__ void load_q_tile(const FwdParams& p, const T* q_head, int seqlen_q, int m0, T* sQ, int tid) {
+__device__ __forceinline__ void load_q_tile(const FwdParams& p, const T* q_head, int seqlen_q, int m0, T* sQ, int tid,
+                                            uint64_t policy) {
   using Map = ChunkMap<kThreads, kHeadDim>;
   constexpr int kStride = kHeadDim + 8;
   static_assert(kRows * Map::kChunksPerRow % kThreads == 0, "even copy split");
@@ -38,14 +40,14 @@ __device__ __forceinline__ void load_q_tile(const FwdParams& p, const T* q_head,
     const int r = Map::row(tid, i), col = Map::col(tid, i);
     const bool valid = m0 + r < seqlen_q;
     cp_async_16(smem_addr(sQ + r * kStride + col), q_head + (valid ? int64_t(m0 + r) * p.q_row_stride + col : 0),
-                valid);
+                valid, policy);
   }
 }
 
 // Keys and values [n0, n0 + kRows) of one K/V head, addressed as kMode says.
 template <int kRows, int kThreads, int kHeadDim, KvMode kMode, typename T>
 __device__ __forceinline__ void load_kv_tile(const FwdParams& p, const Sequence& seq, int b, const T* k_head,
-                                             const T* v_head, int n0, T* sK, T* sV, int tid) {
+                                             const T* v_head, int n0, T* sK, T* sV, int tid, uint64_t policy) {
   using Map = ChunkMap<kThreads, kHeadDim>;
   constexpr int kStride = kHeadDim + 8;
   static_assert(kRows * Map::kChunksPerRow % kThreads == 0, "even copy split");
@@ -76,8 +78,8 @@ __device__ __forceinline__ void load_kv_tile(const FwdParams& p, const Sequence&
       k_off = int64_t(block) * p.k_batch_stride + int64_t(row) * p.k_row_stride;
       v_off = int64_t(block) * p.v_batch_stride + int64_t(row) * p.v_row_stride;
     }
-    cp_async_16(smem_addr(sK + r * kStride + col), k_head + (valid ? k_off + col : 0), valid);
-    cp_async_16(smem_addr(sV + r * kStride + col), v_head + (valid ? v_off + col : 0), valid);
+    cp_async_16(smem_addr(sK + r * kStride + col), k_head + (valid ? k_off + col : 0), valid, policy);
+    cp_async_16(smem_addr(sV + r * kStride + col), v_head + (valid ? v_off + col : 0), valid, policy);
   }
 }
 

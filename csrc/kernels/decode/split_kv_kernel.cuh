@@ -80,37 +80,34 @@ __device__ __forceinline__ int64_t partial_row(const FwdParams& p, int b, int i,
   return (int64_t(b) * p.seqlen_q + i) * p.heads_q + h;
 }
 
+// Attends the packed query rows [row_block * kRows, +kRows) of (sequence b, K/V head hk) to
+// chunk `split` of `splits` of their keys: with one split it writes out and lse, else the
+// partial result of the split. The CTA's part (shared mapping) or this warp's (warp items).
+// Also the decode path of the FA2 kernel's short sequences (fa2/fwd_kernel.cuh).
 template <typename T, typename S, KvMode kMode>
-__global__ void __launch_bounds__(S::kThreads) split_kv_kernel(const __grid_constant__ FwdParams p, int row_blocks,
-                                                               int items) {
+__device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& seq, unsigned char* smem_raw, int b,
+                                            int hk, int row_block, int split, int splits) {
   using Traits = DtypeTraits<T>;
   constexpr int kD = S::kHeadDim, kStride = S::kStride, kMT = S::kMTiles;
   constexpr int kStages = S::kStages, kDT = S::kDTiles, kCPR = S::kChunksPerRow;
   // A warp's tiles: keys [first_key + t * kStep, + 16).
   constexpr int kStep = S::kWarpItems ? kKeys : kWarps * kKeys;
 
-  extern __shared__ __align__(16) unsigned char smem_raw[];
   T* sQ = reinterpret_cast<T*>(smem_raw);
   T* sRing = sQ + S::kQRows * kStride;
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  const int split = blockIdx.y;
-  const int item = S::kWarpItems ? int(blockIdx.x) * kWarps + warp : int(blockIdx.x);
-  if (S::kWarpItems && item >= items) return;  // no block barrier in this mode
-  const int row_block = item % row_blocks, bhk = item / row_blocks;
-  const int b = bhk / p.heads_k, hk = bhk % p.heads_k;
-  const RowMap map{p.heads_q / p.heads_k, (p.heads_q / p.heads_k) * p.seqlen_q};
+  const int seqlen_q = seq.seqlen_q;
+  const RowMap map{p.heads_q / p.heads_k, (p.heads_q / p.heads_k) * seqlen_q};
   const int r0 = row_block * S::kRows;  // first packed row of this item
   const int r_end = min(r0 + S::kRows, map.rows);
-
-  const Sequence seq = load_sequence(p, b);
   const Mask mask(p, seq);
   // Keys any row of the item may see, cut into equal 16-key-aligned chunks per split.
   const int tok_lo = map.token(r0), tok_hi = map.token(r_end - 1) + 1;
   const int key_begin = mask.key_begin(tok_lo);
   const int key_end = mask.key_end(tok_hi);
   const int span = max(key_end - key_begin, 0);
-  const int chunk = ((span + p.num_splits - 1) / p.num_splits + kKeys - 1) / kKeys * kKeys;
+  const int chunk = ((span + splits - 1) / splits + kKeys - 1) / kKeys * kKeys;
   const int k_lo = key_begin + split * chunk;
   const int k_hi = min(k_lo + chunk, key_end);
 
@@ -305,7 +302,7 @@ __global__ void __launch_bounds__(S::kThreads) split_kv_kernel(const __grid_cons
   cp_async_wait<0>();
 
   const int64_t rows_total = int64_t(p.batch) * p.seqlen_q * p.heads_q;
-  float* split_lse = p.workspace + int64_t(p.num_splits) * rows_total * kD;
+  float* split_lse = p.workspace + int64_t(splits) * rows_total * kD;
 
   if constexpr (S::kWarpItems) {
     // The warp holds its rows' whole state: normalise and write from the accumulators.
@@ -319,7 +316,7 @@ __global__ void __launch_bounds__(S::kThreads) split_kv_kernel(const __grid_cons
         const float inv = sum > 0.f ? 1.f / sum : 0.f;
         const float lse = sum > 0.f ? softmax.row_max[mt][half] * mod.scale + __logf(sum) : -INFINITY;
         const int i = map.token(pr), h = map.head(hk, pr);
-        if (p.num_splits == 1) {
+        if (splits == 1) {
           T* o = static_cast<T*>(p.out) + seq.o_offset + int64_t(i) * p.o_row_stride + int64_t(h) * p.o_head_stride;
 #pragma unroll
           for (int dt = 0; dt < kDT; ++dt) {
@@ -399,7 +396,7 @@ __global__ void __launch_bounds__(S::kThreads) split_kv_kernel(const __grid_cons
       o1 *= inv;
       const float lse = l_all > 0.f ? m_all * mod.scale + __logf(l_all) : -INFINITY;
       const int i = map.token(pr), h = map.head(hk, pr);
-      if (p.num_splits == 1) {
+      if (splits == 1) {
         T* o = static_cast<T*>(p.out) + seq.o_offset + int64_t(i) * p.o_row_stride + int64_t(h) * p.o_head_stride;
         *reinterpret_cast<uint32_t*>(o + col) = Traits::pack(o0, o1);
         if (col == 0) p.lse[seq.lse_offset + int64_t(h) * p.lse_head_stride + i] = lse;
@@ -410,6 +407,18 @@ __global__ void __launch_bounds__(S::kThreads) split_kv_kernel(const __grid_cons
       }
     }
   }
+}
+
+template <typename T, typename S, KvMode kMode>
+__global__ void __launch_bounds__(S::kThreads) split_kv_kernel(const __grid_constant__ FwdParams p, int row_blocks,
+                                                               int items) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const int item = S::kWarpItems ? int(blockIdx.x) * kWarps + int(threadIdx.x) / 32 : int(blockIdx.x);
+  if (S::kWarpItems && item >= items) return;  // no block barrier in this mapping
+  const int bhk = item / row_blocks;
+  const int b = bhk / p.heads_k;
+  decode_item<T, S, kMode>(p, load_sequence(p, b), smem_raw, b, bhk % p.heads_k, item % row_blocks, blockIdx.y,
+                           p.num_splits);
 }
 
 // kVec consecutive floats from a kVec * 4-byte aligned address, in one load.

@@ -14,10 +14,11 @@
 #include "common/ptx.cuh"
 #include "common/sequence.cuh"
 #include "common/tile_copy.cuh"
+#include "decode/split_kv_kernel.cuh"
+#include "fa2/tile_config.h"
 #include "torch_flashinfer/params.h"
 
 namespace torch_flashinfer::fa2 {
-
 
 template <int kHeadDim_, int kBlockM_, int kBlockN_, int kNWarps_>
 struct TileShape {
@@ -34,14 +35,21 @@ struct TileShape {
   static constexpr int kChunksPerRow = kHeadDim / 8;        // 16-byte chunks
   static_assert(kMTiles >= 1 && kBlockM % (16 * kNWarps) == 0, "each warp owns whole 16-row tiles");
   static_assert(kBlockN % 16 == 0 && kHeadDim % 16 == 0, "mma k-steps are 16 wide");
+  // Sequences of at most kDecodeMaxSeqlenQ queries take the decode path: one 16-row m-tile of
+  // GQA-packed rows whose keys the CTA's warps split (see decode_item).
+  using DecodeShape = decode::Shape<kHeadDim, 1, false>;
+  static_assert(DecodeShape::kThreads == kThreads, "the decode path runs on the same CTA");
 
   template <typename T>
   static constexpr size_t smem_bytes() {
-    return size_t(kBlockM + 2 * kStages * kBlockN) * kStride * sizeof(T);
+    const size_t tiles = size_t(kBlockM + 2 * kStages * kBlockN) * kStride * sizeof(T);
+    return tiles > DecodeShape::smem_bytes() ? tiles : DecodeShape::smem_bytes();
   }
 };
 
-template <typename T, typename Shape, KvMode kMode>
+// kDecodePath: whether sequences of at most kDecodeMaxSeqlenQ queries take the decode path (the
+// instantiation for packed or short q; without it the prefill loop keeps every register).
+template <typename T, typename Shape, KvMode kMode, bool kDecodePath>
 __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_constant__ FwdParams p, int num_m_blocks) {
   using Traits = DtypeTraits<T>;
   constexpr int kM = Shape::kBlockM, kN = Shape::kBlockN, kD = Shape::kHeadDim, kStride = Shape::kStride;
@@ -60,6 +68,17 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
   const int hk = h / (p.heads_q / p.heads_k);
 
   const Sequence seq = load_sequence(p, b);
+  if (kDecodePath && seq.seqlen_q <= kDecodeMaxSeqlenQ) {
+    // Row block rb of the K/V head's packed rows (group * seqlen_q of them, at most group
+    // blocks of 16) goes to the CTA of query head hk * group + rb % group, m-block rb / group.
+    const int group = p.heads_q / p.heads_k;
+    const int row_blocks = (group * seq.seqlen_q + 15) / 16;
+    const int rb = int(blockIdx.x % num_m_blocks) * group + h % group;
+    if (rb < row_blocks) {
+      decode::decode_item<T, typename Shape::DecodeShape, kMode>(p, seq, smem_raw, b, hk, rb, 0, 1);
+    }
+    return;
+  }
   const int m0 = m_block * kM;
   if (m0 >= seq.seqlen_q) return;
   const int m_end = min(m0 + kM, seq.seqlen_q);
@@ -69,10 +88,15 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
   const T* k_base = static_cast<const T*>(p.k) + int64_t(hk) * p.k_head_stride;
   const T* v_base = static_cast<const T*>(p.v) + int64_t(hk) * p.v_head_stride;
 
-  load_q_tile<kM, Shape::kThreads, kD>(p, q_base, seq.seqlen_q, m0, sQ, tid);
+  // L2 policies: a Q tile is read by this CTA only; K/V tiles by every query tile of every query
+  // head of the group, so they stay in L2 unless this CTA is their only reader. Lines read once
+  // are evicted first: they replace each other rather than what other CTAs still need.
+  const uint64_t read_once = l2_evict_first();
+  const uint64_t kv_policy = num_m_blocks == 1 && p.heads_q == p.heads_k ? read_once : l2_evict_normal();
+  load_q_tile<kM, Shape::kThreads, kD>(p, q_base, seq.seqlen_q, m0, sQ, tid, read_once);
   auto load_kv = [&](int tile, int stage) {
     load_kv_tile<kN, Shape::kThreads, kD, kMode>(p, seq, b, k_base, v_base, tile * kN, sK + stage * kN * kStride,
-                                                 sV + stage * kN * kStride, tid);
+                                                 sV + stage * kN * kStride, tid, kv_policy);
   };
 
   const int key_begin = mask.key_begin(m0), key_end = mask.key_end(m_end);

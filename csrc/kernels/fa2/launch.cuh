@@ -3,6 +3,8 @@
 
 #include <cuda_runtime.h>
 
+#include <type_traits>
+
 #include "fa2/fwd_kernel.cuh"
 #include "fa2/tile_config.h"
 
@@ -14,18 +16,27 @@ const char* run_fwd(const FwdParams& p, cudaStream_t stream) {
   using Shape = TileShape<kHeadDim, kTile.block_m, kTile.block_n, kTile.warps>;
   constexpr size_t kSmem = Shape::template smem_bytes<T>();
   const KvMode mode = kv_mode(p, Shape::kBlockN);
-  auto kernel = mode == KvMode::kContiguous ? fwd_kernel<T, Shape, KvMode::kContiguous>
-                : mode == KvMode::kPagedTile ? fwd_kernel<T, Shape, KvMode::kPagedTile>
-                                             : fwd_kernel<T, Shape, KvMode::kPagedRow>;
-  static bool smem_set[3] = {false, false, false};
-  if (!smem_set[int(mode)]) {
+  const bool decode_path = p.cu_seqlens_q != nullptr || p.seqlen_q <= kDecodeMaxSeqlenQ;
+  auto pick = [&](auto decode) {
+    constexpr bool kDecode = decltype(decode)::value;
+    return mode == KvMode::kContiguous ? fwd_kernel<T, Shape, KvMode::kContiguous, kDecode>
+           : mode == KvMode::kPagedTile ? fwd_kernel<T, Shape, KvMode::kPagedTile, kDecode>
+                                        : fwd_kernel<T, Shape, KvMode::kPagedRow, kDecode>;
+  };
+  auto kernel = decode_path ? pick(std::true_type{}) : pick(std::false_type{});
+  // Shared-memory limit and carveout, set once per (device, kernel).
+  static bool smem_set[64][6] = {};
+  int device = 0;
+  cudaGetDevice(&device);
+  bool* set = device < 64 ? &smem_set[device][int(mode) * 2 + decode_path] : nullptr;
+  if (set == nullptr || !*set) {
     cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmem));
     // The largest shared-memory carveout lets two CTAs of ~100 KB share an SM.
     if (err == cudaSuccess) {
       err = cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
     }
     if (err != cudaSuccess) return cudaGetErrorString(err);
-    smem_set[int(mode)] = true;
+    if (set != nullptr) *set = true;
   }
 
   const int num_m_blocks = (p.seqlen_q + Shape::kBlockM - 1) / Shape::kBlockM;

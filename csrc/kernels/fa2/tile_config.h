@@ -28,6 +28,12 @@ constexpr Tile default_tile(int head_dim) {
   }
 }
 
+// Query sequences this short run as decode rows inside the FA2 launch (a hybrid batch's decode
+// requests): GQA-packed 16-row m-tiles, keys split over the warps, K/V streamed once per K/V
+// head. A 128-row query tile would spend 8x the tensor work on padding rows at 16 queries and
+// read K/V once per query head. H100, benchmarks/results/h100/seed.json hybrid rows.
+constexpr int kDecodeMaxSeqlenQ = 16;
+
 #ifdef TFI_FA2_BLOCK_M
 constexpr Tile tile_for(int) { return Tile{TFI_FA2_BLOCK_M, TFI_FA2_BLOCK_N, TFI_FA2_WARPS}; }
 #else
