@@ -69,11 +69,18 @@ __device__ __forceinline__ uint64_t l2_evict_first() {
   asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
   return policy;
 }
-// The default L2 policy, for data other CTAs read again.
-__device__ __forceinline__ uint64_t l2_evict_normal() {
+// An optional L2 policy for a stream of copies: `enabled` is uniform over the CTA, so the branch
+// between the two copy forms costs nothing.
+struct L2Hint {
+  bool enabled;
   uint64_t policy;
-  asm volatile("createpolicy.fractional.L2::evict_normal.b64 %0, 1.0;\n" : "=l"(policy));
-  return policy;
+};
+__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool valid, L2Hint hint) {
+  if (hint.enabled) {
+    cp_async_16(dst, src, valid, hint.policy);
+  } else {
+    cp_async_16(dst, src, valid);
+  }
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>

@@ -1,6 +1,6 @@
 // Global -> shared copies of query and key/value tiles (cp.async, 16-byte chunks, zero-filled
-// outside the sequence, with an L2 policy: ptx.cuh), used by every kernel whose whole CTA loads
-// a tile. Shared rows are
+// outside the sequence; with an optional L2 policy: ptx.cuh), used by every
+// kernel whose whole CTA loads a tile. Shared rows are
 // padded to head_dim + 8 elements (see fa2/fwd_kernel.cuh).
 #pragma once
 
@@ -31,7 +31,7 @@ struct ChunkMap {
 // Query rows [m0, m0 + kRows) of one head (q_head points at row 0 of the sequence).
 template <int kRows, int kThreads, int kHeadDim, typename T>
 __device__ __forceinline__ void load_q_tile(const FwdParams& p, const T* q_head, int seqlen_q, int m0, T* sQ, int tid,
-                                            uint64_t policy) {
+                                            L2Hint policy) {
   using Map = ChunkMap<kThreads, kHeadDim>;
   constexpr int kStride = kHeadDim + 8;
   static_assert(kRows * Map::kChunksPerRow % kThreads == 0, "even copy split");
@@ -47,7 +47,7 @@ __device__ __forceinline__ void load_q_tile(const FwdParams& p, const T* q_head,
 // Keys and values [n0, n0 + kRows) of one K/V head, addressed as kMode says.
 template <int kRows, int kThreads, int kHeadDim, KvMode kMode, typename T>
 __device__ __forceinline__ void load_kv_tile(const FwdParams& p, const Sequence& seq, int b, const T* k_head,
-                                             const T* v_head, int n0, T* sK, T* sV, int tid, uint64_t policy) {
+                                             const T* v_head, int n0, T* sK, T* sV, int tid, L2Hint policy) {
   using Map = ChunkMap<kThreads, kHeadDim>;
   constexpr int kStride = kHeadDim + 8;
   static_assert(kRows * Map::kChunksPerRow % kThreads == 0, "even copy split");

@@ -52,7 +52,6 @@ __global__ void __launch_bounds__(S::kThreads) fwd_kernel(const __grid_constant_
   T* sK = reinterpret_cast<T*>(smem_raw);
   T* sV = sK + kN * kStride;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
-  const uint64_t policy = l2_evict_normal();  // K/V and Q tiles are re-read (K/V blocks outer, Q blocks inner)
   T* sQ = sV + kN * kStride + warp * 16 * kStride;  // this warp's 16 query rows
 
   const int b = blockIdx.x / p.heads_q, h = blockIdx.x % p.heads_q;
@@ -94,7 +93,7 @@ __global__ void __launch_bounds__(S::kThreads) fwd_kernel(const __grid_constant_
   for (int kb = 0; kb < max(n_blocks, 1); ++kb) {
     const int n0 = kb * kN;
     if (kb < n_blocks) {
-      load_kv_tile<kN, S::kThreads, kD, kMode>(p, seq, b, k_head, v_head, n0, sK, sV, tid, policy);
+      load_kv_tile<kN, S::kThreads, kD, kMode>(p, seq, b, k_head, v_head, n0, sK, sV, tid, L2Hint{false, 0});
     }
     cp_async_commit();
     cp_async_wait<0>();
@@ -119,7 +118,7 @@ __global__ void __launch_bounds__(S::kThreads) fwd_kernel(const __grid_constant_
       const int first = key_begin / kN, last = (key_end - 1) / kN;
       if (kb < first || kb > last) continue;
 
-      load_q_tile<16, 32, kD>(p, q_head, seq.seqlen_q, m0, sQ, lane, policy);
+      load_q_tile<16, 32, kD>(p, q_head, seq.seqlen_q, m0, sQ, lane, L2Hint{false, 0});  // re-read: default policy
       cp_async_commit();
       // Restore (or start) the rows' state while Q lands.
 #pragma unroll

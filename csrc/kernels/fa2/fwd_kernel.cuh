@@ -36,14 +36,15 @@ struct TileShape {
   static_assert(kMTiles >= 1 && kBlockM % (16 * kNWarps) == 0, "each warp owns whole 16-row tiles");
   static_assert(kBlockN % 16 == 0 && kHeadDim % 16 == 0, "mma k-steps are 16 wide");
   // Sequences of at most kDecodeMaxSeqlenQ queries take the decode path: one 16-row m-tile of
-  // GQA-packed rows whose keys the CTA's warps split (see decode_item).
+  // GQA-packed rows whose keys the CTA's warps split (see decode_item). It runs on four warps,
+  // so shapes with eight (d >= 192) have none.
   using DecodeShape = decode::Shape<kHeadDim, 1, false>;
-  static_assert(DecodeShape::kThreads == kThreads, "the decode path runs on the same CTA");
+  static constexpr bool kHasDecodePath = DecodeShape::kThreads == kThreads;
 
   template <typename T>
   static constexpr size_t smem_bytes() {
     const size_t tiles = size_t(kBlockM + 2 * kStages * kBlockN) * kStride * sizeof(T);
-    return tiles > DecodeShape::smem_bytes() ? tiles : DecodeShape::smem_bytes();
+    return kHasDecodePath && DecodeShape::smem_bytes() > tiles ? DecodeShape::smem_bytes() : tiles;
   }
 };
 
@@ -68,6 +69,9 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
   const int hk = h / (p.heads_q / p.heads_k);
 
   const Sequence seq = load_sequence(p, b);
+  if constexpr (kDecodePath) {
+    static_assert(Shape::kHasDecodePath, "no decode path for this shape");
+  }
   if (kDecodePath && seq.seqlen_q <= kDecodeMaxSeqlenQ) {
     // Row block rb of the K/V head's packed rows (group * seqlen_q of them, at most group
     // blocks of 16) goes to the CTA of query head hk * group + rb % group, m-block rb / group.
@@ -91,12 +95,12 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
   // L2 policies: a Q tile is read by this CTA only; K/V tiles by every query tile of every query
   // head of the group, so they stay in L2 unless this CTA is their only reader. Lines read once
   // are evicted first: they replace each other rather than what other CTAs still need.
-  const uint64_t read_once = l2_evict_first();
-  const uint64_t kv_policy = num_m_blocks == 1 && p.heads_q == p.heads_k ? read_once : l2_evict_normal();
+  const L2Hint read_once{true, l2_evict_first()};
+  const L2Hint kv_hint{num_m_blocks == 1 && p.heads_q == p.heads_k, read_once.policy};
   load_q_tile<kM, Shape::kThreads, kD>(p, q_base, seq.seqlen_q, m0, sQ, tid, read_once);
   auto load_kv = [&](int tile, int stage) {
     load_kv_tile<kN, Shape::kThreads, kD, kMode>(p, seq, b, k_base, v_base, tile * kN, sK + stage * kN * kStride,
-                                                 sV + stage * kN * kStride, tid, kv_policy);
+                                                 sV + stage * kN * kStride, tid, kv_hint);
   };
 
   const int key_begin = mask.key_begin(m0), key_end = mask.key_end(m_end);

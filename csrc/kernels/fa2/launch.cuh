@@ -16,9 +16,9 @@ const char* run_fwd(const FwdParams& p, cudaStream_t stream) {
   using Shape = TileShape<kHeadDim, kTile.block_m, kTile.block_n, kTile.warps>;
   constexpr size_t kSmem = Shape::template smem_bytes<T>();
   const KvMode mode = kv_mode(p, Shape::kBlockN);
-  const bool decode_path = p.cu_seqlens_q != nullptr || p.seqlen_q <= kDecodeMaxSeqlenQ;
+  const bool decode_path = Shape::kHasDecodePath && (p.cu_seqlens_q != nullptr || p.seqlen_q <= kDecodeMaxSeqlenQ);
   auto pick = [&](auto decode) {
-    constexpr bool kDecode = decltype(decode)::value;
+    constexpr bool kDecode = decltype(decode)::value && Shape::kHasDecodePath;
     return mode == KvMode::kContiguous ? fwd_kernel<T, Shape, KvMode::kContiguous, kDecode>
            : mode == KvMode::kPagedTile ? fwd_kernel<T, Shape, KvMode::kPagedTile, kDecode>
                                         : fwd_kernel<T, Shape, KvMode::kPagedRow, kDecode>;
