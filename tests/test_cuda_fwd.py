@@ -207,16 +207,69 @@ def test_append_kv_cuda_matches_cpu():
         assert torch.equal(gpu[0].cpu(), k_cache) and torch.equal(gpu[1].cpu(), v_cache)
 
 
-def test_other_device_and_stream():
-    # ops follow the tensors' device and the current stream
-    case = Case("dense", [33] * 2, [90] * 2, 4, 2, 64, torch.float16, causal=True)
-    built = build(case, device="cuda")
-    stream = torch.cuda.Stream()
-    with torch.cuda.stream(stream):
-        out, _ = torch.ops.flashinfer.fwd(**built.args)
-    stream.synchronize()
-    for (o, _), (eo, _) in zip(built.split(out, torch.zeros(2, 4, 33)), built.expected()):
-        assert (o.double().cpu() - eo).abs().max().item() < 4e-3
+# ~0.25 s at the H100's 1.98 GHz: far longer than the host takes to launch the op behind it
+SLEEP_CYCLES = 500_000_000
+
+
+@pytest.mark.parametrize("op", ["fa2", "split_kv", "append_kv"])
+@pytest.mark.parametrize("where", ["side_stream", "other_device"])
+def test_ops_run_on_the_inputs_device_and_its_current_stream(where, op):
+    """Ops run on their inputs' device, on that device's current stream, whatever device is current.
+
+    A side stream first sleeps, then copies the real inputs over zeros, then gets the op: a kernel sent
+    to any other stream or device runs at once, on the zeros, and gives wrong numbers. "other_device":
+    the inputs and the stream are on cuda:1 while cuda:0 is the current device.
+    """
+    if where == "other_device" and torch.cuda.device_count() < 2:
+        pytest.skip("needs 2 GPUs: inputs on cuda:1 while cuda:0 is current")
+    device = torch.device("cuda", 1 if where == "other_device" else 0)
+    if op == "append_kv":
+        gen = torch.Generator().manual_seed(0)
+        k_new, v_new = (torch.randn(3, 5, 2, 64, generator=gen, dtype=torch.float16) for _ in range(2))
+        k_cache = torch.zeros(3, 40, 2, 64, dtype=torch.float16)
+        v_cache = torch.zeros_like(k_cache)
+        lens = torch.tensor([0, 17, 35], dtype=torch.int32)
+        inputs = {"k": k_new.to(device), "v": v_new.to(device)}
+        args = dict(k_cache=k_cache.to(device), v_cache=v_cache.to(device), cache_seqlens=lens.to(device))
+        torch.ops.flashinfer.append_kv(**{**args, **inputs})  # builds and loads the kernel before the timing matters
+        args["k_cache"].zero_()
+        args["v_cache"].zero_()
+    else:
+        case = Case("cache", [1] * 3, [700, 90, 1], 8, 2, 64, torch.float16, causal=True) if op == "split_kv" \
+            else Case("dense", [33] * 2, [90] * 2, 4, 2, 64, torch.float16, causal=True)
+        built = build(case, device=device)
+        inputs = {name: built.args[name] for name in ("q", "k", "v")}
+        args = {name: value for name, value in built.args.items() if name not in inputs}
+        args["algo"] = op
+        torch.ops.flashinfer.fwd(**built.args, algo=op)  # builds and loads the kernel before the timing matters
+    staged = {name: torch.zeros_like(t) for name, t in inputs.items()}
+    torch.cuda.synchronize(device)
+    side = torch.cuda.Stream(device)
+    with torch.cuda.stream(side):  # makes `device` current, with `side` as its current stream
+        torch.cuda._sleep(SLEEP_CYCLES)
+        for name, t in inputs.items():
+            staged[name].copy_(t)
+        with torch.cuda.device(0):  # "other_device": cuda:0 current; cuda:1's current stream stays `side`
+            if op == "append_kv":
+                torch.ops.flashinfer.append_kv(**args, **staged)
+            else:
+                out, lse = torch.ops.flashinfer.fwd(**args, **staged)
+    side.synchronize()
+    if op == "append_kv":
+        torch.ops.flashinfer.append_kv(k_cache, v_cache, k_new, v_new, lens)  # the CPU reference
+        assert torch.equal(args["k_cache"].cpu(), k_cache) and torch.equal(args["v_cache"].cpu(), v_cache)
+    else:
+        assert out.device == device and lse.device == device
+        for (o, _), (eo, _) in zip(built.split(out, lse), built.expected()):
+            assert (o.double().cpu() - eo).abs().max().item() < 4e-3
+
+
+@pytest.mark.parametrize("name", ["k", "cache_seqlens"])
+def test_inputs_on_two_devices_are_refused(name):
+    built = build(Case("cache", [1] * 2, [50, 9], 4, 2, 64, torch.float16, causal=True), device="cuda")
+    built.args[name] = built.args[name].cpu()
+    with pytest.raises(ValueError, match=f"{name} is on cpu but q is on cuda:0"):
+        torch.ops.flashinfer.fwd(**built.args)
 
 
 def test_unknown_algo_on_cuda():

@@ -224,8 +224,26 @@ def test_append_kv_overflow_is_caught():
         APPEND(**_append_args(cache_seqlens=torch.tensor([0, 6], dtype=torch.int32)))
 
 
-def test_device_mismatch_is_caught():
-    args = _fwd_args()
-    args["k"] = args["k"].to("meta")
-    with pytest.raises(ValueError, match="k is on meta but q is on cpu"):
-        _call_fake(FWD, args)
+MIXED_DEVICES = [
+    (FWD, _fwd_args, "k", "k is on meta but q is on cpu"),
+    (FWD, _fwd_args, "v", "v is on meta but q is on cpu"),
+    (FWD, _fwd_args, "q", "k is on cpu but q is on meta"),
+    (FWD, lambda: _fwd_args(cache_seqlens=torch.tensor([9, 9], dtype=torch.int32)), "cache_seqlens",
+     "cache_seqlens is on meta but q is on cpu"),
+    (APPEND, _append_args, "k", "v is on cpu but k is on meta"),
+    (APPEND, _append_args, "k_cache", "k_cache is on meta but k is on cpu"),
+    (APPEND, _append_args, "cache_seqlens", "cache_seqlens is on meta"),
+]
+
+
+@pytest.mark.parametrize("op,make_args,name,msg", MIXED_DEVICES,
+                         ids=[f"{op._schema.name.split('::')[1]}-{name}" for op, _, name, _ in MIXED_DEVICES])
+def test_inputs_on_two_devices_are_refused(op, make_args, name, msg):
+    """One argument on another device (meta here; tests/test_cuda_fwd.py: cpu beside cuda): a ValueError
+    naming it, from the op as called (the dispatcher picks the implementation) and from the fake."""
+    args = make_args()
+    args[name] = args[name].to("meta")
+    with pytest.raises(ValueError, match=msg):
+        op(**args)
+    with pytest.raises(ValueError, match=msg):
+        _call_fake(op, args)

@@ -3,7 +3,8 @@
 CPU, fp32: logits of a left-padded prefill and of decode steps (dynamic and static cache) match eager
 attention; greedy ``generate`` gives the same tokens; a compiled static-cache ``generate`` traces one
 graph with no graph break; patch/unpatch, loading by name, ``device_map="auto"``; the example runs.
-GPU (marked): fp16 logits against sdpa, compiled (inductor, CUDA graphs) static-cache generate.
+GPU (marked): fp16 logits against sdpa, compiled (inductor, CUDA graphs) static-cache generate, layers split
+over 2 GPUs with a device_map.
 """
 
 import functools
@@ -289,4 +290,31 @@ def test_gpu_compiled_static_generate(tmp_path):
     torch._dynamo.utils.counters.clear()
     got = greedy(model, ids, mask, "static", new_tokens=16, compile_config=CompileConfig(fullgraph=True))
     assert not torch._dynamo.utils.counters["graph_break"]
+    assert torch.equal(got, expected)
+
+
+def layer_split_device_map(config, first, second) -> dict:
+    """accelerate's placement by module: embeddings and the first half of the layers on ``first``, the rest on
+    ``second`` (accelerate moves the hidden states, masks and position embeddings between them)."""
+    layers = config.num_hidden_layers
+    device_map = {"model.embed_tokens": first, "model.rotary_emb": first, "model.norm": second, "lm_head": second}
+    device_map.update({f"model.layers.{i}": first if i < layers // 2 else second for i in range(layers)})
+    return device_map
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="splitting the layers over GPUs needs 2 GPUs")
+@pytest.mark.parametrize("cache_kind", ["dynamic", "static"])
+def test_gpu_layers_split_over_two_gpus_generate(tmp_path, cache_kind):
+    """``device_map`` with half the layers on cuda:0 and half on cuda:1: greedy ``generate`` gives sdpa's tokens."""
+    saved = tiny_model("llama", num_hidden_layers=4, **GPU_SIZES)
+    saved.save_pretrained(tmp_path)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float16, attn_implementation="sdpa",
+                                                 device_map=layer_split_device_map(saved.config, 0, 1)).eval()
+    assert {p.device.index for p in model.model.layers[0].parameters()} == {0}
+    assert {p.device.index for p in model.model.layers[-1].parameters()} == {1}
+    ids, mask = left_padded_batch(pads=(0, 5, 40), length=97, device="cuda:0")
+    expected = greedy(model, ids, mask, cache_kind, new_tokens=16, disable_compile=True)
+    with tfi.patched(model):
+        got = greedy(model, ids, mask, cache_kind, new_tokens=16, disable_compile=True)
     assert torch.equal(got, expected)
