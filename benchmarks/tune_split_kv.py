@@ -1,21 +1,18 @@
-"""Time split_kv's CTA mappings and split counts on decode shapes; the table behind the plan's cost
-model in csrc/kernels/decode/launch.cuh.
+"""Time split_kv's split counts on decode shapes against its own plan and cuDNN: the table behind
+the split rule in csrc/kernels/decode/launch.cuh.
 
     python benchmarks/tune_split_kv.py --out benchmarks/results/h100/split_kv.json
 
-For each shape: the shipped heuristic ("auto": the plan the library picks), then each mapping
-(shared CTA, warp items; built as their own libraries with -DTFI_SPLIT_KV_MODE=1/2) with a
-range of explicit split counts. Times are the benchmark CLI's (L2 flushed before each call).
+For each shape: the shipped plan ("auto"), then explicit split counts (``num_splits``), each
+checked against cuDNN's output. Times are the benchmark CLI's (L2 flushed before each call).
 """
 
 import argparse
-import ctypes
 import json
 
 import torch
 
 import torch_flashinfer  # noqa: F401
-from torch_flashinfer import _build, _kernels
 from torch_flashinfer.benchmark import timing
 
 # (batch, heads_q, heads_k, seqlen_k): the llm and seed suites' decode rows
@@ -25,22 +22,12 @@ SHAPES = [(1, 32, 8, 8192), (16, 32, 8, 8192), (64, 32, 8, 8192), (1, 32, 8, 327
 SPLITS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
 
 
-def library(mode: int, dtype, head_dim: int):
-    base = _kernels.fwd_library("split_kv", dtype, head_dim)
-    lib = _build.KernelLibrary(f"{base.name}_mode{mode}", base.sources, base.defines + (f"TFI_SPLIT_KV_MODE={mode}",))
-    handle = ctypes.CDLL(str(_build.build_kernel_library(lib, _build.cuda_archs())))
-    return (ctypes.cast(handle.tfi_fwd, ctypes.c_void_p).value,
-            ctypes.cast(handle.tfi_fwd_workspace, ctypes.c_void_p).value, handle)
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     ap.add_argument("--head-dim", type=int, default=128)
     args = ap.parse_args()
     d, dtype, device = args.head_dim, torch.float16, torch.device("cuda")
-    binding = _kernels.binding()
-    libs = {"shared": library(1, dtype, d), "warp_items": library(2, dtype, d)}
     copy = timing.copy_gbps(device)
     rows = []
     for b, hq, hk, sk in SHAPES:
@@ -57,19 +44,15 @@ def main():
         timed = {"cudnn": timing.median_ms(cudnn, device, 50)}
         timed["auto"] = timing.median_ms(lambda: torch.ops.flashinfer.fwd(q, k, v, causal=True, algo="split_kv"),
                                          device, 50)
-        out = torch.empty_like(q)
-        lse = torch.empty(b, hq, 1, device=device, dtype=torch.float32)
-        for mode, (fn, ws, _) in libs.items():
-            for s in SPLITS:
-                if s > 1 and sk // s < 64:
-                    continue
+        for s in SPLITS:
+            if s > 1 and sk // s < 64:
+                continue
 
-                def call():
-                    binding.fwd_with_library(fn, ws, q, k, v, out, lse, 1, sk, d ** -0.5, True, s)
-                call()
-                err = (out.float() - ref.float()).abs().max().item()
-                assert err < 1e-2, f"{mode} splits={s}: error {err}"
-                timed[f"{mode}_{s}"] = timing.median_ms(call, device, 50)
+            def call():
+                return torch.ops.flashinfer.fwd(q, k, v, causal=True, algo="split_kv", num_splits=s)
+            err = (call()[0].float() - ref.float()).abs().max().item()
+            assert err < 1e-2, f"splits={s}: error {err}"
+            timed[f"splits_{s}"] = timing.median_ms(call, device, 50)
         best = min((t, name) for name, t in timed.items() if name not in ("cudnn", "auto"))
         row = dict(batch=b, heads_q=hq, heads_k=hk, seqlen_k=sk, head_dim=d, kv_mb=kv_bytes / 1e6, ms=timed)
         rows.append(row)

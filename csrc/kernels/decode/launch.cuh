@@ -28,26 +28,26 @@ struct Plan {
   int m_tiles;       // 16-row m-tiles per item
   int row_blocks;    // items per (sequence, K/V head)
   long long items;   // batch * heads_k * row_blocks
-  bool warp_items;   // one warp per (item, split) instead of one CTA
-  int splits;        // key chunks per item
+  int splits;        // key chunks per item, one CTA each
+  bool one_per_sm;   // the deep-ring shape (a single wave of CTAs)
 };
 
-// The plan's cost model, in units of "one key streamed by one warp-slot of the GPU": a CTA that
-// owns `keys` keys of an item costs keys + kCtaOverheadKeys (Q load, warp merge, epilogue, and
-// the CTA's launch), and ceil(CTAs / resident) waves of such CTAs run one after the other.
-// Constants from benchmarks/tune_split_kv.py on the H100 (benchmarks/results/h100/split_kv.json).
-constexpr int kCtaOverheadKeys = 96;
-constexpr int kWarpItemOverheadKeys = 32;
-constexpr int kMinSplitKeys = 64;  // never split an item below this many keys per split
+// Splits: enough CTAs for one per SM, each with at least kMinSplitKeys keys (of the capacity:
+// a shorter sequence gives every split an equal part of what it holds). Measured on the H100
+// (benchmarks/tune_split_kv.py; benchmarks/results/h100/split_kv_mappings.json, fp16, d=128,
+// both CTA mappings, and split_kv.json, the shipped kernel against its own plan): the
+// fastest split count of every decode shape is within 3 % of this rule's -- b1 32/8 heads:
+// 16 splits, 25.0 us at 8k keys, 63.0 us at 32k (cuDNN 26.2, 63.6); from 128 sequence-heads
+// on, one split (b16 32/8 8k keys: 204 us, 2 splits 209, 4 splits 209); more splits than one
+// wave cost the combine and a second wave (b1 8k: 32 splits 26.6 us, 128 splits 42.2 us); a
+// split below ~256 keys costs more than it spreads (b1 32/32 128 keys: 8.3 us, 2 splits 10.8).
+// A warp-per-item mapping (no merge) was within 2 % of this everywhere and is not kept.
+// Plans of one wave run the deep-ring shape (Shape::kOnePerSm).
+constexpr int kMinSplitKeys = 256;
 
-// Tuning builds force the CTA mapping: -DTFI_SPLIT_KV_MODE=1 (shared) or 2 (warp items).
-#ifndef TFI_SPLIT_KV_MODE
-#define TFI_SPLIT_KV_MODE 0
-#endif
-
-template <typename T, int kHeadDim, int kMT, bool kWarpItems>
+template <typename T, int kHeadDim, int kMT, bool kOnePerSm>
 struct Variant {
-  using S = Shape<kHeadDim, kMT, kWarpItems>;
+  using S = Shape<kHeadDim, kMT, kOnePerSm>;
   static constexpr size_t kSmem = S::smem_bytes();
 
   static auto kernel(KvMode mode) {
@@ -56,8 +56,8 @@ struct Variant {
                                         : split_kv_kernel<T, S, KvMode::kPagedRow>;
   }
 
-  // Raises the kernel's shared-memory limit (once per device) and returns its CTAs per SM, or 0
-  // when it cannot run on this device.
+  // Raises the kernel's shared-memory limit (once per device and mode) and returns its CTAs per
+  // SM, or 0 when it cannot run on this device.
   static int ctas_per_sm(KvMode mode) {
     static int cached[64][3] = {};
     int device = 0;
@@ -79,19 +79,17 @@ struct Variant {
 
   static const char* launch(const FwdParams& p, const Plan& plan, KvMode mode, cudaStream_t stream) {
     if (ctas_per_sm(mode) == 0) return "split_kv: the kernel's shared memory does not fit this device";
-    const long long ctas = kWarpItems ? (plan.items + kWarps - 1) / kWarps : plan.items;
-    if (ctas > 0x7fffffffLL) return "decode grid too large";
-    kernel(mode)<<<dim3(unsigned(ctas), unsigned(plan.splits)), S::kThreads, kSmem, stream>>>(
-        p, plan.row_blocks, int(plan.items));
+    if (plan.items > 0x7fffffffLL) return "decode grid too large";
+    kernel(mode)<<<dim3(unsigned(plan.items), unsigned(plan.splits)), S::kThreads, kSmem, stream>>>(p, plan.row_blocks);
     return nullptr;
   }
 };
 
-// Calls fn(integral_constant<int, m_tiles>, bool_constant<warp_items>) for the runtime pair.
+// Calls fn(integral_constant<int, m_tiles>, bool_constant<one_per_sm>) for the runtime pair.
 template <int kHeadDim, typename Fn>
-auto with_variant(int m_tiles, bool warp_items, Fn&& fn) {
+auto with_variant(int m_tiles, bool one_per_sm, Fn&& fn) {
   auto with_mt = [&](auto mt) {
-    return warp_items ? fn(mt, std::true_type{}) : fn(mt, std::false_type{});
+    return one_per_sm ? fn(mt, std::true_type{}) : fn(mt, std::false_type{});
   };
   if constexpr (max_m_tiles(kHeadDim) >= 4) {
     if (m_tiles == 4) return with_mt(std::integral_constant<int, 4>{});
@@ -103,25 +101,6 @@ auto with_variant(int m_tiles, bool warp_items, Fn&& fn) {
 }
 
 template <typename T, int kHeadDim>
-int ctas_per_sm(int m_tiles, bool warp_items, KvMode mode) {
-  return with_variant<kHeadDim>(m_tiles, warp_items, [&](auto mt, auto wi) {
-    return Variant<T, kHeadDim, decltype(mt)::value, decltype(wi)::value>::ctas_per_sm(mode);
-  });
-}
-
-// Relative time of running `items` items in `splits` chunks of `keys` keys: waves of resident
-// CTAs, each wave as long as one CTA's keys (4 items' worth with warp items) plus its overhead,
-// times the CTAs that share an SM's bandwidth.
-inline long long plan_cost(long long items, int splits, int keys, bool warp_items, int ctas_per_sm, int num_sms) {
-  const long long per_cta = warp_items ? kWarps : 1;
-  const long long ctas = (items + per_cta - 1) / per_cta * splits;
-  const long long resident = (long long)ctas_per_sm * num_sms;
-  const long long waves = (ctas + resident - 1) / resident;
-  const long long chunk = (keys + splits - 1) / splits;
-  return waves * ctas_per_sm * (warp_items ? kWarps * chunk + kWarpItemOverheadKeys : chunk + kCtaOverheadKeys);
-}
-
-template <typename T, int kHeadDim>
 Plan make_plan(const FwdParams& p) {
   Plan plan{};
   const int rows = (p.heads_q / p.heads_k) * p.seqlen_q;
@@ -129,30 +108,15 @@ Plan make_plan(const FwdParams& p) {
   plan.m_tiles = mt < max_m_tiles(kHeadDim) ? mt : max_m_tiles(kHeadDim);
   plan.row_blocks = (rows + 16 * plan.m_tiles - 1) / (16 * plan.m_tiles);
   plan.items = (long long)p.batch * p.heads_k * plan.row_blocks;
-  plan.splits = 1;
-  plan.warp_items = TFI_SPLIT_KV_MODE == 2;
   if (p.num_splits > 0) {
-    plan.splits = p.num_splits < kMaxSplits ? p.num_splits : kMaxSplits;
-    return plan;
+    plan.splits = std::min(p.num_splits, kMaxSplits);
+  } else {
+    const long long fill = plan.items > 0 ? p.num_sms / plan.items : 1;
+    plan.splits = int(std::max(1LL, std::min<long long>({fill, kMaxSplits, p.seqlen_k / kMinSplitKeys})));
   }
-  if (plan.items == 0) return plan;
-  const KvMode mode = kv_mode(p, kKeys);
-  const int keys = p.seqlen_k;  // the capacity: every split of a shorter sequence gets an equal part of it
-  const int max_splits = std::max(1, std::min(kMaxSplits, keys / kMinSplitKeys));
-  long long best = -1;
-  for (int wi = 0; wi < 2; ++wi) {
-    if ((TFI_SPLIT_KV_MODE == 1 && wi) || (TFI_SPLIT_KV_MODE == 2 && !wi)) continue;
-    const int per_sm = ctas_per_sm<T, kHeadDim>(plan.m_tiles, wi, mode);
-    if (per_sm == 0) continue;
-    for (int s = 1; s <= max_splits; ++s) {
-      const long long cost = plan_cost(plan.items, s, keys, wi, per_sm, std::max(p.num_sms, 1));
-      if (best < 0 || cost < best) {
-        best = cost;
-        plan.splits = s;
-        plan.warp_items = wi;
-      }
-    }
-  }
+  plan.one_per_sm = plan.items * plan.splits <= p.num_sms && with_variant<kHeadDim>(plan.m_tiles, true, [&](auto m, auto) {
+    return Variant<T, kHeadDim, decltype(m)::value, true>::ctas_per_sm(kv_mode(p, kKeys)) > 0;
+  });
   return plan;
 }
 
@@ -178,8 +142,8 @@ const char* run_split_kv(const FwdParams& params, cudaStream_t stream) {
   FwdParams p = params;
   p.num_splits = plan.splits;
   const KvMode mode = kv_mode(p, kKeys);
-  const char* err = with_variant<kHeadDim>(plan.m_tiles, plan.warp_items, [&](auto mt, auto wi) {
-    return Variant<T, kHeadDim, decltype(mt)::value, decltype(wi)::value>::launch(p, plan, mode, stream);
+  const char* err = with_variant<kHeadDim>(plan.m_tiles, plan.one_per_sm, [&](auto mt, auto deep) {
+    return Variant<T, kHeadDim, decltype(mt)::value, decltype(deep)::value>::launch(p, plan, mode, stream);
   });
   if (err != nullptr) return err;
   if (plan.splits > 1) {

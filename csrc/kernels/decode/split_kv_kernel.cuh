@@ -6,14 +6,11 @@
 // `splits` equal chunks on the device (from cache_seqlens, so a 32k-slot cache holding 100
 // tokens costs 100 tokens, and the launch depends on no device value).
 //
-// Two ways to map work onto a CTA of four warps (Shape::kWarpItems):
-// - shared: the CTA owns one (item, split); its warps take interleaved 16-key tiles and merge
-//   their softmax states through shared memory. For few, long sequences.
-// - warp items: each warp owns a whole (item, split) and writes its rows itself: no merge and
-//   no block barrier. For many short sequences, where the merge would cost as much as the keys.
-// Either way a warp streams its tiles through a private cp.async ring (kStages deep) with no
-// block-wide barrier in the loop. With one split the output is written directly; with several,
-// a normalised fp32 partial output and its lse go to the workspace and combine_kernel merges them.
+// A CTA of four warps owns one (item, split); its warps take interleaved 16-key tiles, each
+// streaming them through a private cp.async ring (kStages deep) with no block-wide barrier in
+// the loop, and merge their softmax states through shared memory at the end. With one split
+// the CTA writes the output; with several it writes a normalised fp32 partial output and its
+// lse, and combine_kernel merges them.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -30,29 +27,32 @@ namespace torch_flashinfer::decode {
 constexpr int kWarps = 4;
 constexpr int kKeys = 16;         // keys per warp tile
 constexpr int kMaxSplits = 128;   // combine_kernel keeps one weight per split in shared memory
-// Shared memory per CTA for two CTAs per SM (228 KB per SM on the H100, 1 KB reserved per CTA;
-// A100: 164 KB).
+// Shared memory per CTA: two CTAs per SM (the H100 has 228 KB per SM, 1 KB reserved per CTA;
+// A100: 164 KB), or one CTA with the largest block the H100 allows (on a GPU with less, the
+// plan falls back to two per SM).
 constexpr int kTwoPerSmBytes = 113 * 1024;
+constexpr int kOnePerSmBytes = 227 * 1024;
 
 // 16-row m-tiles per item: up to 64 packed rows for d <= 64, 32 for d <= 128, 16 above, so the
-// O accumulators (m_tiles * d / 2 floats per thread) stay within 64 registers... 128 for d=256.
+// O accumulators (m_tiles * d / 2 floats per thread) stay within 64 registers (128 for d=256).
 constexpr int max_m_tiles(int head_dim) { return head_dim <= 64 ? 4 : head_dim <= 128 ? 2 : 1; }
 
-template <int kHeadDim_, int kMTiles_, bool kWarpItems_>
+// kOnePerSm: the ring as deep as one CTA per SM allows, for plans of a single wave (few
+// sequences: every warp streams a long run of keys and latency is what shows); else two CTAs
+// per SM, so one CTA's start and merge overlap the other's loads.
+template <int kHeadDim_, int kMTiles_, bool kOnePerSm_>
 struct Shape {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kMTiles = kMTiles_;
-  static constexpr bool kWarpItems = kWarpItems_;
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kRows = 16 * kMTiles;             // packed query rows per item
   static constexpr int kStride = kHeadDim + 8;           // padded smem row (elements): conflict-free ldmatrix
-  static constexpr int kQRows = kWarpItems ? kWarps * kRows : kRows;
-  static constexpr int kQBytes = kQRows * kStride * 2;
+  static constexpr int kQBytes = kRows * kStride * 2;
   static constexpr int kWarpStageBytes = 2 * kKeys * kStride * 2;  // one K and one V tile
-  // Ring depth: as many stages as fit next to Q in the two-CTAs-per-SM budget, 2 to 8. A warp
-  // keeps kStages - 1 tiles in flight while it computes on one: a split reads only a few hundred
-  // keys, so its time is mostly load latency, and the deeper the ring the less of it shows.
-  static constexpr int kFit = (kTwoPerSmBytes - kQBytes) / (kWarps * kWarpStageBytes);
+  // Ring depth: as many stages as fit next to Q in the budget, 2 to 8. A warp keeps kStages - 1
+  // tiles in flight while it computes on one.
+  static constexpr int kBudget = kOnePerSm_ ? kOnePerSmBytes : kTwoPerSmBytes;
+  static constexpr int kFit = (kBudget - kQBytes) / (kWarps * kWarpStageBytes);
   static constexpr int kStages = kFit < 2 ? 2 : kFit > 8 ? 8 : kFit;
   // Q as mma fragments in registers (read from shared memory once, not once per tile) when they
   // take at most 32 registers.
@@ -63,7 +63,7 @@ struct Shape {
 
   static constexpr size_t smem_bytes() {
     const size_t ring = size_t(kWarps) * kStages * kWarpStageBytes;
-    const size_t merge = kWarpItems ? 0 : size_t(kWarps) * kRows * (2 + kMergeStride) * sizeof(float);
+    const size_t merge = size_t(kWarps) * kRows * (2 + kMergeStride) * sizeof(float);
     return kQBytes + (ring > merge ? ring : merge);
   }
 };
@@ -82,8 +82,8 @@ __device__ __forceinline__ int64_t partial_row(const FwdParams& p, int b, int i,
 
 // Attends the packed query rows [row_block * kRows, +kRows) of (sequence b, K/V head hk) to
 // chunk `split` of `splits` of their keys: with one split it writes out and lse, else the
-// partial result of the split. The CTA's part (shared mapping) or this warp's (warp items).
-// Also the decode path of the FA2 kernel's short sequences (fa2/fwd_kernel.cuh).
+// partial result of the split. Run by the whole CTA; also the decode path of the FA2 kernel's
+// short sequences (fa2/fwd_kernel.cuh).
 template <typename T, typename S, KvMode kMode>
 __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& seq, unsigned char* smem_raw, int b,
                                             int hk, int row_block, int split, int splits) {
@@ -91,10 +91,10 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
   constexpr int kD = S::kHeadDim, kStride = S::kStride, kMT = S::kMTiles;
   constexpr int kStages = S::kStages, kDT = S::kDTiles, kCPR = S::kChunksPerRow;
   // A warp's tiles: keys [first_key + t * kStep, + 16).
-  constexpr int kStep = S::kWarpItems ? kKeys : kWarps * kKeys;
+  constexpr int kStep = kWarps * kKeys;
 
   T* sQ = reinterpret_cast<T*>(smem_raw);
-  T* sRing = sQ + S::kQRows * kStride;
+  T* sRing = sQ + S::kRows * kStride;
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int seqlen_q = seq.seqlen_q;
@@ -111,18 +111,15 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
   const int k_lo = key_begin + split * chunk;
   const int k_hi = min(k_lo + chunk, key_end);
 
-  // Q rows of the item (zero-filled padding rows): copied by the CTA, or by the warp that owns it.
-  T* sQi = S::kWarpItems ? sQ + warp * S::kRows * kStride : sQ;
+  // Q rows of the item (zero-filled padding rows).
   {
     const T* q_seq = static_cast<const T*>(p.q) + seq.q_offset;
-    const int q_tid = S::kWarpItems ? lane : tid;
-    constexpr int kQThreads = S::kWarpItems ? 32 : S::kThreads;
-    for (int c = q_tid; c < S::kRows * kCPR; c += kQThreads) {
+    for (int c = tid; c < S::kRows * kCPR; c += S::kThreads) {
       const int r = c / kCPR, col = (c % kCPR) * 8, pr = r0 + r;
       const bool valid = pr < map.rows;
       const T* src = q_seq + (valid ? int64_t(map.token(pr)) * p.q_row_stride +
                                           int64_t(map.head(hk, pr)) * p.q_head_stride + col : 0);
-      cp_async_16(smem_addr(sQi + r * kStride + col), src, valid);
+      cp_async_16(smem_addr(sQ + r * kStride + col), src, valid);
     }
     cp_async_commit();
   }
@@ -130,7 +127,7 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
   const T* k_head = static_cast<const T*>(p.k) + int64_t(hk) * p.k_head_stride;
   const T* v_head = static_cast<const T*>(p.v) + int64_t(hk) * p.v_head_stride;
   T* ring = sRing + warp * kStages * 2 * kKeys * kStride;
-  const int first_key = S::kWarpItems ? k_lo : k_lo + warp * kKeys;
+  const int first_key = k_lo + warp * kKeys;
   const int n_tiles = first_key < k_hi ? (k_hi - first_key + kStep - 1) / kStep : 0;
   const uint64_t policy = l2_evict_first();  // every K/V byte is read once
 
@@ -175,11 +172,7 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
     cp_async_commit();
   }
   cp_async_wait<kStages - 1>();  // the Q group, committed first, has landed
-  if constexpr (S::kWarpItems) {
-    __syncwarp();
-  } else {
-    __syncthreads();
-  }
+  __syncthreads();
 
   const ScoreMod mod(p);
   const int g = lane / 4, t4 = lane % 4;
@@ -200,7 +193,7 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
   // Q fragments: loaded once when they fit in registers, else per k-step from shared memory.
   uint32_t q_frag[S::kQInRegisters ? kMT : 1][S::kQInRegisters ? kD / 16 : 1][4];
   auto q_fragment = [&](int mt, int ks, uint32_t(&a)[4]) {
-    ldmatrix_x4(a, smem_addr(sQi + (mt * 16 + lane % 16) * kStride + ks * 16 + (lane / 16) * 8));
+    ldmatrix_x4(a, smem_addr(sQ + (mt * 16 + lane % 16) * kStride + ks * 16 + (lane / 16) * 8));
   };
   if constexpr (S::kQInRegisters) {
 #pragma unroll
@@ -304,117 +297,82 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
   const int64_t rows_total = int64_t(p.batch) * p.seqlen_q * p.heads_q;
   float* split_lse = p.workspace + int64_t(splits) * rows_total * kD;
 
-  if constexpr (S::kWarpItems) {
-    // The warp holds its rows' whole state: normalise and write from the accumulators.
-#pragma unroll
-    for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const float sum = softmax.total(mt, half);
-        const int pr = r0 + mt * 16 + g + half * 8;
-        if (pr >= r_end) continue;
-        const float inv = sum > 0.f ? 1.f / sum : 0.f;
-        const float lse = sum > 0.f ? softmax.row_max[mt][half] * mod.scale + __logf(sum) : -INFINITY;
-        const int i = map.token(pr), h = map.head(hk, pr);
-        if (splits == 1) {
-          T* o = static_cast<T*>(p.out) + seq.o_offset + int64_t(i) * p.o_row_stride + int64_t(h) * p.o_head_stride;
-#pragma unroll
-          for (int dt = 0; dt < kDT; ++dt) {
-            *reinterpret_cast<uint32_t*>(o + dt * 8 + 2 * t4) =
-                Traits::pack(acc_o[mt][dt][2 * half] * inv, acc_o[mt][dt][2 * half + 1] * inv);
-          }
-          if (t4 == 0) p.lse[seq.lse_offset + int64_t(h) * p.lse_head_stride + i] = lse;
-        } else {
-          const int64_t row = partial_row(p, b, i, h);
-          float* po = p.workspace + (int64_t(split) * rows_total + row) * kD;
-#pragma unroll
-          for (int dt = 0; dt < kDT; ++dt) {
-            *reinterpret_cast<float2*>(po + dt * 8 + 2 * t4) =
-                make_float2(acc_o[mt][dt][2 * half] * inv, acc_o[mt][dt][2 * half + 1] * inv);
-          }
-          if (t4 == 0) split_lse[int64_t(split) * rows_total + row] = lse;
-        }
-      }
-  } else {
-    __syncthreads();  // every warp is done with the ring: reuse it for the merge
+  __syncthreads();  // every warp is done with the ring: reuse it for the merge
 
-    // Merge the warps: each publishes its row max / sum, rescales its O to the CTA-wide row max
-    // and stores it in its own slice; the slices are summed while writing.
-    float* sMax = reinterpret_cast<float*>(sRing);  // [warps][rows]
-    float* sSum = sMax + kWarps * S::kRows;           // [warps][rows]
-    float* sO = sSum + kWarps * S::kRows;             // [warps][rows][kMergeStride]
+  // Merge the warps: each publishes its row max / sum, rescales its O to the CTA-wide row max
+  // and stores it in its own slice; the slices are summed while writing.
+  float* sMax = reinterpret_cast<float*>(sRing);  // [warps][rows]
+  float* sSum = sMax + kWarps * S::kRows;           // [warps][rows]
+  float* sO = sSum + kWarps * S::kRows;             // [warps][rows][kMergeStride]
 #pragma unroll
-    for (int mt = 0; mt < kMT; ++mt)
+  for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const float sum = softmax.total(mt, half);
-        if (t4 == 0) {
-          const int r = mt * 16 + g + half * 8;
-          sMax[warp * S::kRows + r] = softmax.row_max[mt][half];
-          sSum[warp * S::kRows + r] = sum;
-        }
-      }
-    __syncthreads();
-#pragma unroll
-    for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
+    for (int half = 0; half < 2; ++half) {
+      const float sum = softmax.total(mt, half);
+      if (t4 == 0) {
         const int r = mt * 16 + g + half * 8;
-        float m_all = -INFINITY;
-#pragma unroll
-        for (int w = 0; w < kWarps; ++w) m_all = fmaxf(m_all, sMax[w * S::kRows + r]);
-        const float own = softmax.row_max[mt][half];
-        const float w_scale = own == -INFINITY ? 0.f : fast_exp2((own - m_all) * mod.scale_log2);
-        float* dst = sO + (warp * S::kRows + r) * S::kMergeStride + 2 * t4;
-#pragma unroll
-        for (int dt = 0; dt < kDT; ++dt) {
-          *reinterpret_cast<float2*>(dst + dt * 8) =
-              make_float2(acc_o[mt][dt][2 * half] * w_scale, acc_o[mt][dt][2 * half + 1] * w_scale);
-        }
+        sMax[warp * S::kRows + r] = softmax.row_max[mt][half];
+        sSum[warp * S::kRows + r] = sum;
       }
-    __syncthreads();
-
-    // Normalise and write: the output (one split) or this split's partial output and lse.
-    for (int c = tid; c < S::kRows * (kD / 2); c += S::kThreads) {
-      const int r = c / (kD / 2), col = (c % (kD / 2)) * 2, pr = r0 + r;
-      if (pr >= r_end) continue;
-      float m_all = -INFINITY, l_all = 0.f;
+    }
+  __syncthreads();
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int r = mt * 16 + g + half * 8;
+      float m_all = -INFINITY;
+#pragma unroll
       for (int w = 0; w < kWarps; ++w) m_all = fmaxf(m_all, sMax[w * S::kRows + r]);
-      for (int w = 0; w < kWarps; ++w) {
-        const float mw = sMax[w * S::kRows + r];
-        if (mw != -INFINITY) l_all += sSum[w * S::kRows + r] * fast_exp2((mw - m_all) * mod.scale_log2);
-      }
-      const float inv = l_all > 0.f ? 1.f / l_all : 0.f;
-      float o0 = 0.f, o1 = 0.f;
+      const float own = softmax.row_max[mt][half];
+      const float w_scale = own == -INFINITY ? 0.f : fast_exp2((own - m_all) * mod.scale_log2);
+      float* dst = sO + (warp * S::kRows + r) * S::kMergeStride + 2 * t4;
 #pragma unroll
-      for (int w = 0; w < kWarps; ++w) {
-        const float2 part = *reinterpret_cast<const float2*>(sO + (w * S::kRows + r) * S::kMergeStride + col);
-        o0 += part.x;
-        o1 += part.y;
+      for (int dt = 0; dt < kDT; ++dt) {
+        *reinterpret_cast<float2*>(dst + dt * 8) =
+            make_float2(acc_o[mt][dt][2 * half] * w_scale, acc_o[mt][dt][2 * half + 1] * w_scale);
       }
-      o0 *= inv;
-      o1 *= inv;
-      const float lse = l_all > 0.f ? m_all * mod.scale + __logf(l_all) : -INFINITY;
-      const int i = map.token(pr), h = map.head(hk, pr);
-      if (splits == 1) {
-        T* o = static_cast<T*>(p.out) + seq.o_offset + int64_t(i) * p.o_row_stride + int64_t(h) * p.o_head_stride;
-        *reinterpret_cast<uint32_t*>(o + col) = Traits::pack(o0, o1);
-        if (col == 0) p.lse[seq.lse_offset + int64_t(h) * p.lse_head_stride + i] = lse;
-      } else {
-        const int64_t row = partial_row(p, b, i, h);
-        *reinterpret_cast<float2*>(p.workspace + (int64_t(split) * rows_total + row) * kD + col) = make_float2(o0, o1);
-        if (col == 0) split_lse[int64_t(split) * rows_total + row] = lse;
-      }
+    }
+  __syncthreads();
+
+  // Normalise and write: the output (one split) or this split's partial output and lse.
+  for (int c = tid; c < S::kRows * (kD / 2); c += S::kThreads) {
+    const int r = c / (kD / 2), col = (c % (kD / 2)) * 2, pr = r0 + r;
+    if (pr >= r_end) continue;
+    float m_all = -INFINITY, l_all = 0.f;
+    for (int w = 0; w < kWarps; ++w) m_all = fmaxf(m_all, sMax[w * S::kRows + r]);
+    for (int w = 0; w < kWarps; ++w) {
+      const float mw = sMax[w * S::kRows + r];
+      if (mw != -INFINITY) l_all += sSum[w * S::kRows + r] * fast_exp2((mw - m_all) * mod.scale_log2);
+    }
+    const float inv = l_all > 0.f ? 1.f / l_all : 0.f;
+    float o0 = 0.f, o1 = 0.f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      const float2 part = *reinterpret_cast<const float2*>(sO + (w * S::kRows + r) * S::kMergeStride + col);
+      o0 += part.x;
+      o1 += part.y;
+    }
+    o0 *= inv;
+    o1 *= inv;
+    const float lse = l_all > 0.f ? m_all * mod.scale + __logf(l_all) : -INFINITY;
+    const int i = map.token(pr), h = map.head(hk, pr);
+    if (splits == 1) {
+      T* o = static_cast<T*>(p.out) + seq.o_offset + int64_t(i) * p.o_row_stride + int64_t(h) * p.o_head_stride;
+      *reinterpret_cast<uint32_t*>(o + col) = Traits::pack(o0, o1);
+      if (col == 0) p.lse[seq.lse_offset + int64_t(h) * p.lse_head_stride + i] = lse;
+    } else {
+      const int64_t row = partial_row(p, b, i, h);
+      *reinterpret_cast<float2*>(p.workspace + (int64_t(split) * rows_total + row) * kD + col) = make_float2(o0, o1);
+      if (col == 0) split_lse[int64_t(split) * rows_total + row] = lse;
     }
   }
 }
 
 template <typename T, typename S, KvMode kMode>
-__global__ void __launch_bounds__(S::kThreads) split_kv_kernel(const __grid_constant__ FwdParams p, int row_blocks,
-                                                               int items) {
+__global__ void __launch_bounds__(S::kThreads) split_kv_kernel(const __grid_constant__ FwdParams p, int row_blocks) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  const int item = S::kWarpItems ? int(blockIdx.x) * kWarps + int(threadIdx.x) / 32 : int(blockIdx.x);
-  if (S::kWarpItems && item >= items) return;  // no block barrier in this mapping
+  const int item = int(blockIdx.x);
   const int bhk = item / row_blocks;
   const int b = bhk / p.heads_k;
   decode_item<T, S, kMode>(p, load_sequence(p, b), smem_raw, b, bhk % p.heads_k, item % row_blocks, blockIdx.y,
