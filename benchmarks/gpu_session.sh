@@ -12,8 +12,8 @@ python3 -m pip install -q --no-deps --no-build-isolation -e . > /tmp/install.log
 tail -3 "$OUT/build.log"
 for step in "$@"; do
   case $step in
-    tests) python3 -m pytest -q tests/test_cuda_binding.py tests/test_cuda_decode.py tests/test_cuda_fwd.py 2>&1 | tee "$OUT/gpu_tests.log" | tail -25 ;;
-    alltests) python3 -m pytest -q tests 2>&1 | tee "$OUT/all_tests.log" | tail -25 ;;
+    tests) python3 -m pytest -q -n 8 tests/test_cuda_binding.py tests/test_cuda_decode.py tests/test_cuda_fwd.py 2>&1 | tee "$OUT/gpu_tests.log" | tail -25 ;;
+    alltests) python3 -m pytest -q -n 8 tests 2>&1 | tee "$OUT/all_tests.log" | tail -25 ;;
     hftests) python3 -m pytest -q tests/test_transformers.py 2>&1 | tee "$OUT/hf_tests.log" | tail -25 ;;
     tune_split) python3 benchmarks/tune_split_kv.py --out "$OUT/split_kv.json" 2>&1 | tee "$OUT/tune_split.log" | tail -20 ;;
     tune) python3 benchmarks/tune_fa2.py --out "$OUT/fa2_tiles.json" --head-dims "${TUNE_DIMS:-64,128,256}" 2>&1 | tee "$OUT/tune.log" | tail -60 ;;

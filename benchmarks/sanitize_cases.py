@@ -25,6 +25,11 @@ CASES = [
     (Case("cache", [1] * 3, [1, 200, 77], 8, 2, 128, torch.float16, causal=True, leftpad=True), "split_kv"),
     (Case("paged", [2] * 2, [600, 33], 16, 2, 64, torch.bfloat16, causal=True, page_size=16), "split_kv"),
     (Case("cache", [1] * 2, [1000, 5], 4, 4, 160, torch.float16, causal=True), "split_kv"),
+    (Case("cache", [1], [5000], 32, 8, 128, torch.float16, causal=True), "split_kv"),  # one CTA per SM, deep ring
+    (Case("cache", [8] * 2, [700, 40], 16, 4, 128, torch.float16, causal=True, window=(99, 0)), "split_kv"),  # 2 m-tiles
+    (Case("paged", [8] * 3, [300, 17, 90], 32, 4, 64, torch.float16, causal=True, page_size=256), "split_kv"),  # 4
+    (Case("varlen", [16, 200, 1, 3], [300, 200, 1, 900], 16, 2, 128, torch.float16, causal=True), "fa2"),  # decode rows
+    (Case("dense", [5] * 3, [77] * 3, 8, 8, 64, torch.bfloat16, causal=True, softcap=5.0), "fa2"),
     (Case("varlen", [1, 70, 0, 5], [130, 70, 3, 9], 8, 2, 128, torch.float16, causal=True, alibi="head"), "fa1"),
     (Case("paged", [9] * 2, [9, 200], 4, 1, 64, torch.bfloat16, causal=True, page_size=16, window=(50, 0)), "fa1"),
 ]

@@ -232,7 +232,7 @@ MIXED_DEVICES = [
      "cache_seqlens is on meta but q is on cpu"),
     (APPEND, _append_args, "k", "v is on cpu but k is on meta"),
     (APPEND, _append_args, "k_cache", "k_cache is on meta but k is on cpu"),
-    (APPEND, _append_args, "cache_seqlens", "cache_seqlens is on meta"),
+    (APPEND, _append_args, "cache_seqlens", "cache_seqlens is on meta but k is on cpu"),
 ]
 
 

@@ -43,13 +43,14 @@ def _fail(op: str, msg: str, exc=ValueError):
     raise exc(f"flashinfer.{op}: {msg}")
 
 
-def _check_index_tensor(op: str, name: str, t: Tensor, device, numel: Optional[int] = None, ndim: int = 1):
+def _check_index_tensor(op: str, name: str, t: Tensor, device, numel: Optional[int] = None, ndim: int = 1,
+                        like_name: str = "q"):
     if t.dtype != torch.int32:
         _fail(op, f"{name} must be int32, got {t.dtype}")
     if t.dim() != ndim:
         _fail(op, f"{name} must have {ndim} dim(s), got shape {tuple(t.shape)}")
     if t.device != device:
-        _fail(op, f"{name} is on {t.device} but q is on {device}")
+        _fail(op, f"{name} is on {t.device} but {like_name} is on {device}")
     if numel is not None and t.shape[0] != numel:
         _fail(op, f"{name} must have {numel} entries along dim 0, got {t.shape[0]}")
     if t.stride(-1) != 1:
@@ -262,9 +263,9 @@ def check_append_kv(
             _fail(op, f"k_cache has batch {k_cache.shape[0]} but k has batch {batch}")
         capacity = k_cache.shape[1]
     else:
-        _check_index_tensor(op, "block_table", block_table, k.device, batch, ndim=2)
+        _check_index_tensor(op, "block_table", block_table, k.device, batch, ndim=2, like_name="k")
         capacity = k_cache.shape[1] * block_table.shape[1]
-    _check_index_tensor(op, "cache_seqlens", cache_seqlens, k.device, batch)
+    _check_index_tensor(op, "cache_seqlens", cache_seqlens, k.device, batch, like_name="k")
     if check_data_enabled(k):
         _check_cache_lengths(op, cache_seqlens, None, capacity, new_tokens)
         if block_table is not None:
