@@ -1,25 +1,37 @@
-"""Time split_kv's split counts on decode shapes against its own plan and cuDNN: the table behind
-the split rule in csrc/kernels/decode/launch.cuh.
+"""Time split_kv's occupancy (CTAs per SM) and split counts on decode shapes against its own plan
+and cuDNN: the table behind the plan in csrc/kernels/decode/launch.cuh.
 
     python benchmarks/tune_split_kv.py --out benchmarks/results/h100/split_kv.json
 
-For each shape: the shipped plan ("auto"), then explicit split counts (``num_splits``), each
-checked against cuDNN's output. Times are the benchmark CLI's (L2 flushed before each call).
+For each shape: the shipped plan ("auto"), then for 1, 2 and 3 CTAs per SM (libraries built with
+-DTFI_SPLIT_KV_CTAS_PER_SM=n) a range of explicit split counts, each checked against cuDNN's
+output. Times are the benchmark CLI's (L2 flushed before each call).
 """
 
 import argparse
+import ctypes
 import json
 
 import torch
 
 import torch_flashinfer  # noqa: F401
+from torch_flashinfer import _build, _kernels
 from torch_flashinfer.benchmark import timing
 
 # (batch, heads_q, heads_k, seqlen_k): the llm and seed suites' decode rows
 SHAPES = [(1, 32, 8, 8192), (16, 32, 8, 8192), (64, 32, 8, 8192), (1, 32, 8, 32768), (16, 32, 8, 32768),
           (128, 32, 32, 8192), (1, 32, 32, 128), (128, 32, 32, 128), (1024, 32, 32, 128), (128, 32, 32, 1024),
-          (8, 32, 8, 2048), (4, 32, 4, 16384)]
-SPLITS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
+          (8, 32, 8, 2048), (4, 32, 4, 16384), (256, 32, 8, 8192)]
+SPLITS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48)
+
+
+def library(ctas_per_sm: int, dtype, head_dim: int):
+    base = _kernels.fwd_library("split_kv", dtype, head_dim)
+    lib = _build.KernelLibrary(f"{base.name}_c{ctas_per_sm}", base.sources,
+                               base.defines + (f"TFI_SPLIT_KV_CTAS_PER_SM={ctas_per_sm}",))
+    handle = ctypes.CDLL(str(_build.build_kernel_library(lib, _build.cuda_archs())))
+    return (ctypes.cast(handle.tfi_fwd, ctypes.c_void_p).value,
+            ctypes.cast(handle.tfi_fwd_workspace, ctypes.c_void_p).value, handle)
 
 
 def main():
@@ -28,6 +40,8 @@ def main():
     ap.add_argument("--head-dim", type=int, default=128)
     args = ap.parse_args()
     d, dtype, device = args.head_dim, torch.float16, torch.device("cuda")
+    binding = _kernels.binding()
+    libs = {c: library(c, dtype, d) for c in (1, 2, 3)}
     copy = timing.copy_gbps(device)
     rows = []
     for b, hq, hk, sk in SHAPES:
@@ -41,18 +55,22 @@ def main():
                 return torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, enable_gqa=hq != hk)
 
         ref = cudnn().transpose(1, 2)
-        timed = {"cudnn": timing.median_ms(cudnn, device, 50)}
+        timed = {"cudnn": timing.median_ms(cudnn, device, 30)}
         timed["auto"] = timing.median_ms(lambda: torch.ops.flashinfer.fwd(q, k, v, causal=True, algo="split_kv"),
-                                         device, 50)
-        for s in SPLITS:
-            if s > 1 and sk // s < 64:
-                continue
+                                         device, 30)
+        out = torch.empty_like(q)
+        lse = torch.empty(b, hq, 1, device=device, dtype=torch.float32)
+        for c, (fn, ws, _) in libs.items():
+            for s in SPLITS:
+                if s > 1 and sk // s < 64:
+                    continue
 
-            def call():
-                return torch.ops.flashinfer.fwd(q, k, v, causal=True, algo="split_kv", num_splits=s)
-            err = (call()[0].float() - ref.float()).abs().max().item()
-            assert err < 1e-2, f"splits={s}: error {err}"
-            timed[f"splits_{s}"] = timing.median_ms(call, device, 50)
+                def call():
+                    binding.fwd_with_library(fn, ws, q, k, v, out, lse, 1, sk, d ** -0.5, True, s)
+                call()
+                err = (out.float() - ref.float()).abs().max().item()
+                assert err < 1e-2, f"{c} CTAs/SM, splits={s}: error {err}"
+                timed[f"c{c}_s{s}"] = timing.median_ms(call, device, 30)
         best = min((t, name) for name, t in timed.items() if name not in ("cudnn", "auto"))
         row = dict(batch=b, heads_q=hq, heads_k=hk, seqlen_k=sk, head_dim=d, kv_mb=kv_bytes / 1e6, ms=timed)
         rows.append(row)

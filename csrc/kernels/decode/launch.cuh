@@ -29,25 +29,34 @@ struct Plan {
   int row_blocks;    // items per (sequence, K/V head)
   long long items;   // batch * heads_k * row_blocks
   int splits;        // key chunks per item, one CTA each
-  bool one_per_sm;   // the deep-ring shape (a single wave of CTAs)
 };
 
-// Splits: enough CTAs for one per SM, each with at least kMinSplitKeys keys (of the capacity:
-// a shorter sequence gives every split an equal part of what it holds). Measured on the H100
-// (benchmarks/tune_split_kv.py; benchmarks/results/h100/split_kv_mappings.json, fp16, d=128,
-// both CTA mappings, and split_kv.json, the shipped kernel against its own plan): the
-// fastest split count of every decode shape is within 3 % of this rule's -- b1 32/8 heads:
-// 16 splits, 25.0 us at 8k keys, 63.0 us at 32k (cuDNN 26.2, 63.6); from 128 sequence-heads
-// on, one split (b16 32/8 8k keys: 204 us, 2 splits 209, 4 splits 209); more splits than one
-// wave cost the combine and a second wave (b1 8k: 32 splits 26.6 us, 128 splits 42.2 us); a
-// split below ~256 keys costs more than it spreads (b1 32/32 128 keys: 8.3 us, 2 splits 10.8).
-// A warp-per-item mapping (no merge) was within 2 % of this everywhere and is not kept.
-// Plans of one wave run the deep-ring shape (Shape::kOnePerSm).
+// Splits: enough CTAs for one wave (ctas_per_sm_for below), each with at least kMinSplitKeys keys (of the
+// capacity: a shorter sequence gives every split an equal part of what it holds). Measured on
+// the H100 (benchmarks/tune_split_kv.py; benchmarks/results/h100/split_kv_mappings.json, fp16,
+// d=128, two CTA mappings, and split_kv.json, this kernel): the fastest split count of every
+// decode shape is within 3 % of this rule's -- b1 32/8 heads: 16 splits, 25.0 us at 8k keys,
+// 63.0 us at 32k (cuDNN 26.2, 63.6); from 128 sequence-heads on, one split (b16 32/8 8k keys:
+// 204 us, 2 splits 209, 4 splits 209); more splits than one wave cost the combine and a second
+// wave (b1 8k: 32 splits 26.6 us, 128 splits 42.2 us); a split below ~256 keys costs more than
+// it spreads (b1 32/32 128 keys: 8.3 us, 2 splits 10.8). A warp-per-item mapping (no merge) was
+// within 2 % of this everywhere and is not kept.
 constexpr int kMinSplitKeys = 256;
 
-template <typename T, int kHeadDim, int kMT, bool kOnePerSm>
+// CTAs per SM: three when the O accumulators and Q fragments leave room under a 168-register
+// cap (one m-tile, d <= 128: 12 warps per SM hide each other's latency), else two, and one
+// above d=128 (shared memory). Tuning builds force it with -DTFI_SPLIT_KV_CTAS_PER_SM=n.
+constexpr int ctas_per_sm_for(int head_dim, int m_tiles) {
+#ifdef TFI_SPLIT_KV_CTAS_PER_SM
+  return TFI_SPLIT_KV_CTAS_PER_SM;
+#else
+  return head_dim > 128 ? 1 : m_tiles * head_dim <= 128 ? 3 : 2;
+#endif
+}
+
+template <typename T, int kHeadDim, int kMT>
 struct Variant {
-  using S = Shape<kHeadDim, kMT, kOnePerSm>;
+  using S = Shape<kHeadDim, kMT, ctas_per_sm_for(kHeadDim, kMT)>;
   static constexpr size_t kSmem = S::smem_bytes();
 
   static auto kernel(KvMode mode) {
@@ -85,19 +94,16 @@ struct Variant {
   }
 };
 
-// Calls fn(integral_constant<int, m_tiles>, bool_constant<one_per_sm>) for the runtime pair.
+// Calls fn(integral_constant<int, m_tiles>) for the runtime value.
 template <int kHeadDim, typename Fn>
-auto with_variant(int m_tiles, bool one_per_sm, Fn&& fn) {
-  auto with_mt = [&](auto mt) {
-    return one_per_sm ? fn(mt, std::true_type{}) : fn(mt, std::false_type{});
-  };
+auto with_m_tiles(int m_tiles, Fn&& fn) {
   if constexpr (max_m_tiles(kHeadDim) >= 4) {
-    if (m_tiles == 4) return with_mt(std::integral_constant<int, 4>{});
+    if (m_tiles == 4) return fn(std::integral_constant<int, 4>{});
   }
   if constexpr (max_m_tiles(kHeadDim) >= 2) {
-    if (m_tiles == 2) return with_mt(std::integral_constant<int, 2>{});
+    if (m_tiles == 2) return fn(std::integral_constant<int, 2>{});
   }
-  return with_mt(std::integral_constant<int, 1>{});
+  return fn(std::integral_constant<int, 1>{});
 }
 
 template <typename T, int kHeadDim>
@@ -111,12 +117,9 @@ Plan make_plan(const FwdParams& p) {
   if (p.num_splits > 0) {
     plan.splits = std::min(p.num_splits, kMaxSplits);
   } else {
-    const long long fill = plan.items > 0 ? p.num_sms / plan.items : 1;
+    const long long fill = plan.items > 0 ? (long long)ctas_per_sm_for(kHeadDim, plan.m_tiles) * p.num_sms / plan.items : 1;
     plan.splits = int(std::max(1LL, std::min<long long>({fill, kMaxSplits, p.seqlen_k / kMinSplitKeys})));
   }
-  plan.one_per_sm = plan.items * plan.splits <= p.num_sms && with_variant<kHeadDim>(plan.m_tiles, true, [&](auto m, auto) {
-    return Variant<T, kHeadDim, decltype(m)::value, true>::ctas_per_sm(kv_mode(p, kKeys)) > 0;
-  });
   return plan;
 }
 
@@ -142,8 +145,8 @@ const char* run_split_kv(const FwdParams& params, cudaStream_t stream) {
   FwdParams p = params;
   p.num_splits = plan.splits;
   const KvMode mode = kv_mode(p, kKeys);
-  const char* err = with_variant<kHeadDim>(plan.m_tiles, plan.one_per_sm, [&](auto mt, auto deep) {
-    return Variant<T, kHeadDim, decltype(mt)::value, decltype(deep)::value>::launch(p, plan, mode, stream);
+  const char* err = with_m_tiles<kHeadDim>(plan.m_tiles, [&](auto mt) {
+    return Variant<T, kHeadDim, decltype(mt)::value>::launch(p, plan, mode, stream);
   });
   if (err != nullptr) return err;
   if (plan.splits > 1) {

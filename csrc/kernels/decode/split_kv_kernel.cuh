@@ -27,23 +27,20 @@ namespace torch_flashinfer::decode {
 constexpr int kWarps = 4;
 constexpr int kKeys = 16;         // keys per warp tile
 constexpr int kMaxSplits = 128;   // combine_kernel keeps one weight per split in shared memory
-// Shared memory per CTA: two CTAs per SM (the H100 has 228 KB per SM, 1 KB reserved per CTA;
-// A100: 164 KB), or one CTA with the largest block the H100 allows (on a GPU with less, the
-// plan falls back to two per SM).
-constexpr int kTwoPerSmBytes = 113 * 1024;
-constexpr int kOnePerSmBytes = 227 * 1024;
+// Shared memory per SM for CTAs: 228 KB on the H100 (1 KB of it reserved per CTA).
+constexpr int kSmemPerSm = 228 * 1024;
 
 // 16-row m-tiles per item: up to 64 packed rows for d <= 64, 32 for d <= 128, 16 above, so the
 // O accumulators (m_tiles * d / 2 floats per thread) stay within 64 registers (128 for d=256).
 constexpr int max_m_tiles(int head_dim) { return head_dim <= 64 ? 4 : head_dim <= 128 ? 2 : 1; }
 
-// kOnePerSm: the ring as deep as one CTA per SM allows, for plans of a single wave (few
-// sequences: every warp streams a long run of keys and latency is what shows); else two CTAs
-// per SM, so one CTA's start and merge overlap the other's loads.
-template <int kHeadDim_, int kMTiles_, bool kOnePerSm_>
+// kCtasPerSm: the CTAs that share an SM; the ring is as deep as their share of shared memory
+// allows, and registers are capped so that they fit too.
+template <int kHeadDim_, int kMTiles_, int kCtasPerSm_>
 struct Shape {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kMTiles = kMTiles_;
+  static constexpr int kCtasPerSm = kCtasPerSm_;
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kRows = 16 * kMTiles;             // packed query rows per item
   static constexpr int kStride = kHeadDim + 8;           // padded smem row (elements): conflict-free ldmatrix
@@ -51,7 +48,7 @@ struct Shape {
   static constexpr int kWarpStageBytes = 2 * kKeys * kStride * 2;  // one K and one V tile
   // Ring depth: as many stages as fit next to Q in the budget, 2 to 8. A warp keeps kStages - 1
   // tiles in flight while it computes on one.
-  static constexpr int kBudget = kOnePerSm_ ? kOnePerSmBytes : kTwoPerSmBytes;
+  static constexpr int kBudget = kSmemPerSm / kCtasPerSm - 1024;
   static constexpr int kFit = (kBudget - kQBytes) / (kWarps * kWarpStageBytes);
   static constexpr int kStages = kFit < 2 ? 2 : kFit > 8 ? 8 : kFit;
   // Q as mma fragments in registers (read from shared memory once, not once per tile) when they
@@ -370,7 +367,7 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
 }
 
 template <typename T, typename S, KvMode kMode>
-__global__ void __launch_bounds__(S::kThreads) split_kv_kernel(const __grid_constant__ FwdParams p, int row_blocks) {
+__global__ void __launch_bounds__(S::kThreads, S::kCtasPerSm) split_kv_kernel(const __grid_constant__ FwdParams p, int row_blocks) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int item = int(blockIdx.x);
   const int bhk = item / row_blocks;

@@ -38,7 +38,7 @@ struct TileShape {
   // Sequences of at most kDecodeMaxSeqlenQ queries take the decode path: one 16-row m-tile of
   // GQA-packed rows whose keys the CTA's warps split (see decode_item). It runs on four warps,
   // so shapes with eight (d >= 192) have none.
-  using DecodeShape = decode::Shape<kHeadDim, 1, false>;
+  using DecodeShape = decode::Shape<kHeadDim, 1, 2>;
   static constexpr bool kHasDecodePath = DecodeShape::kThreads == kThreads;
 
   template <typename T>
