@@ -31,32 +31,30 @@ struct Plan {
   int splits;        // key chunks per item, one CTA each
 };
 
-// Splits: enough CTAs for one wave (ctas_per_sm_for below), each with at least kMinSplitKeys keys (of the
-// capacity: a shorter sequence gives every split an equal part of what it holds). Measured on
-// the H100 (benchmarks/tune_split_kv.py; benchmarks/results/h100/split_kv_mappings.json, fp16,
-// d=128, two CTA mappings, and split_kv.json, this kernel): the fastest split count of every
-// decode shape is within 3 % of this rule's -- b1 32/8 heads: 16 splits, 25.0 us at 8k keys,
-// 63.0 us at 32k (cuDNN 26.2, 63.6); from 128 sequence-heads on, one split (b16 32/8 8k keys:
-// 204 us, 2 splits 209, 4 splits 209); more splits than one wave cost the combine and a second
-// wave (b1 8k: 32 splits 26.6 us, 128 splits 42.2 us); a split below ~256 keys costs more than
-// it spreads (b1 32/32 128 keys: 8.3 us, 2 splits 10.8). A warp-per-item mapping (no merge) was
-// within 2 % of this everywhere and is not kept.
+// Splits: enough CTAs for one per SM, each with at least kMinSplitKeys keys (of the capacity: a
+// shorter sequence gives every split an equal part of what it holds); the CTA shape runs two
+// per SM. Measured on the H100, fp16, d=128 (benchmarks/tune_split_kv.py):
+// - split counts (benchmarks/results/h100/split_kv_mappings.json): the fastest of every decode
+//   shape is within 3 % of this rule's. b1 32/8 heads: 16 splits, 25.0 us at 8k keys, 63.0 us
+//   at 32k (cuDNN 26.2, 63.6); from 128 sequence-heads on, one split (b16 32/8 8k keys: 204 us,
+//   2 splits 209); more splits than one wave cost the combine and a second wave (b1 8k: 32
+//   splits 26.6 us, 128 splits 42.2 us); a split below ~256 keys costs more than it spreads
+//   (b1 32/32 128 keys: 8.3 us, 2 splits 10.8). A warp-per-item mapping (no merge) was within
+//   2 % of this everywhere and is not kept.
+// - CTAs per SM (benchmarks/results/h100/split_kv.json, each with its best split count): two
+//   are fastest or within 1.7 % on every shape; one (a 6-deep ring) is at most 1.7 % faster
+//   (b128 32/32 8k keys: 5725 us vs 5825); three (registers capped at 168) up to 5 % slower
+//   (b64 32/8 8k keys: 773 us vs 769). All stop at 2.8-3.0 TB/s where cuDNN reads 3.0-3.1.
 constexpr int kMinSplitKeys = 256;
-
-// CTAs per SM: three when the O accumulators and Q fragments leave room under a 168-register
-// cap (one m-tile, d <= 128: 12 warps per SM hide each other's latency), else two, and one
-// above d=128 (shared memory). Tuning builds force it with -DTFI_SPLIT_KV_CTAS_PER_SM=n.
-constexpr int ctas_per_sm_for(int head_dim, int m_tiles) {
 #ifdef TFI_SPLIT_KV_CTAS_PER_SM
-  return TFI_SPLIT_KV_CTAS_PER_SM;
+constexpr int kCtasPerSm = TFI_SPLIT_KV_CTAS_PER_SM;  // tuning builds
 #else
-  return head_dim > 128 ? 1 : m_tiles * head_dim <= 128 ? 3 : 2;
+constexpr int kCtasPerSm = 2;
 #endif
-}
 
 template <typename T, int kHeadDim, int kMT>
 struct Variant {
-  using S = Shape<kHeadDim, kMT, ctas_per_sm_for(kHeadDim, kMT)>;
+  using S = Shape<kHeadDim, kMT, kCtasPerSm>;
   static constexpr size_t kSmem = S::smem_bytes();
 
   static auto kernel(KvMode mode) {
@@ -117,7 +115,7 @@ Plan make_plan(const FwdParams& p) {
   if (p.num_splits > 0) {
     plan.splits = std::min(p.num_splits, kMaxSplits);
   } else {
-    const long long fill = plan.items > 0 ? (long long)ctas_per_sm_for(kHeadDim, plan.m_tiles) * p.num_sms / plan.items : 1;
+    const long long fill = plan.items > 0 ? p.num_sms / plan.items : 1;
     plan.splits = int(std::max(1LL, std::min<long long>({fill, kMaxSplits, p.seqlen_k / kMinSplitKeys})));
   }
   return plan;
