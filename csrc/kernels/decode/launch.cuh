@@ -1,6 +1,6 @@
-// Host side of split-KV decode for one (dtype, head_dim): the plan (how many m-tiles, splits and
-// which CTA mapping; the one place where those are chosen), the workspace it needs, the launch
-// of the split kernel and of the combine.
+// Host side of split-KV decode for one (dtype, head_dim): the plan (m-tiles and splits; the one
+// place where those are chosen), the workspace it needs, the launch of the split kernel and of
+// the combine.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -44,7 +44,8 @@ struct Plan {
 // - CTAs per SM (benchmarks/results/h100/split_kv.json, each with its best split count): two
 //   are fastest or within 1.7 % on every shape; one (a 6-deep ring) is at most 1.7 % faster
 //   (b128 32/32 8k keys: 5725 us vs 5825); three (registers capped at 168) up to 5 % slower
-//   (b64 32/8 8k keys: 773 us vs 769). All stop at 2.8-3.0 TB/s where cuDNN reads 3.0-3.1.
+//   (b64 32/8 8k keys, one split: 807 us vs 769). All stop at 2.8-3.0 TB/s where cuDNN reads
+//   3.0-3.1.
 constexpr int kMinSplitKeys = 256;
 #ifdef TFI_SPLIT_KV_CTAS_PER_SM
 constexpr int kCtasPerSm = TFI_SPLIT_KV_CTAS_PER_SM;  // tuning builds
