@@ -14,5 +14,5 @@ TFI_EXPORT const char* tfi_fwd(const torch_flashinfer::FwdParams* p, cudaStream_
 TFI_EXPORT long long tfi_fwd_workspace(const torch_flashinfer::FwdParams* p) {
   using namespace torch_flashinfer;
   if (variant_mismatch(*p) != nullptr || p->cu_seqlens_q != nullptr) return 0;
-  return decode::workspace_split_kv<VariantElement, TFI_HEAD_DIM>(*p);
+  return decode::workspace_split_kv<TFI_HEAD_DIM>(*p);
 }

@@ -105,7 +105,7 @@ auto with_m_tiles(int m_tiles, Fn&& fn) {
   return fn(std::integral_constant<int, 1>{});
 }
 
-template <typename T, int kHeadDim>
+template <int kHeadDim>
 Plan make_plan(const FwdParams& p) {
   Plan plan{};
   const int rows = (p.heads_q / p.heads_k) * p.seqlen_q;
@@ -128,14 +128,14 @@ inline long long workspace_floats(const FwdParams& p, const Plan& plan, int head
   return plan.splits > 1 ? (long long)plan.splits * rows_total * (head_dim + 1) : 0;
 }
 
-template <typename T, int kHeadDim>
+template <int kHeadDim>
 long long workspace_split_kv(const FwdParams& p) {
-  return workspace_floats(p, make_plan<T, kHeadDim>(p), kHeadDim);
+  return workspace_floats(p, make_plan<kHeadDim>(p), kHeadDim);
 }
 
 template <typename T, int kHeadDim>
 const char* run_split_kv(const FwdParams& params, cudaStream_t stream) {
-  const Plan plan = make_plan<T, kHeadDim>(params);
+  const Plan plan = make_plan<kHeadDim>(params);
   const long long rows_total = (long long)params.batch * params.seqlen_q * params.heads_q;
   if (rows_total == 0 || plan.items == 0) return nullptr;
   if (plan.splits > 1 && (params.workspace == nullptr || params.workspace_floats < workspace_floats(params, plan, kHeadDim))) {

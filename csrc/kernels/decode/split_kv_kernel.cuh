@@ -246,31 +246,25 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
 
     // softcap, ALiBi, mask (per element: the packed rows are different query tokens and heads);
     // the mask pass is skipped when every key of the tile is visible to every token of the item.
-    if (mod.has_softcap || mod.has_alibi) {
+    // fn(score, m-tile, row half, key index)
+    auto for_each_score = [&](auto&& fn) {
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
         for (int nt = 0; nt < 2; ++nt)
 #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            float& x = s[mt][nt][e];
-            if (mod.has_softcap) x = mod.softcapped(x);
-            if (mod.has_alibi) {
-              const int j = n0 + nt * 8 + 2 * t4 + (e % 2);
-              x -= row_slope[mt][e / 2] * fabsf(float(row_token[mt][e / 2] + mask.shift - j));
-            }
-          }
+          for (int e = 0; e < 4; ++e) fn(s[mt][nt][e], mt, e / 2, n0 + nt * 8 + 2 * t4 + (e % 2));
+    };
+    if (mod.has_softcap || mod.has_alibi) {
+      for_each_score([&](float& x, int mt, int half, int j) {
+        if (mod.has_softcap) x = mod.softcapped(x);
+        if (mod.has_alibi) x -= row_slope[mt][half] * fabsf(float(row_token[mt][half] + mask.shift - j));
+      });
     }
     if (n0 + kKeys > k_hi || !mask.all_visible(tok_lo, tok_hi, n0, n0 + kKeys)) {
-#pragma unroll
-      for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-        for (int nt = 0; nt < 2; ++nt)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int j = n0 + nt * 8 + 2 * t4 + (e % 2);
-            if (j >= k_hi || !mask.visible(row_token[mt][e / 2], j)) s[mt][nt][e] = -INFINITY;
-          }
+      for_each_score([&](float& x, int mt, int half, int j) {
+        if (j >= k_hi || !mask.visible(row_token[mt][half], j)) x = -INFINITY;
+      });
     }
     uint32_t p_frag[kMT][2][2];
     softmax.update(s, p_frag, acc_o, mod.scale_log2);

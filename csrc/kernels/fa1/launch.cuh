@@ -7,17 +7,21 @@
 
 namespace torch_flashinfer::fa1 {
 
+// Query rows of a call: packed or dense.
+inline long long query_rows(const FwdParams& p) {
+  return p.cu_seqlens_q != nullptr ? p.total_q : (long long)p.batch * p.seqlen_q;
+}
+
 // fp32 scratch: the running output (rows, heads_q, d) and (max, sum) per row and head.
 inline long long workspace_floats(const FwdParams& p, int head_dim) {
-  const long long rows_total = p.cu_seqlens_q != nullptr ? p.total_q : (long long)p.batch * p.seqlen_q;
-  return rows_total * p.heads_q * (head_dim + 2);
+  return query_rows(p) * p.heads_q * (head_dim + 2);
 }
 
 template <typename T, int kHeadDim>
 const char* run_fwd(const FwdParams& p, cudaStream_t stream) {
   using S = Shape<kHeadDim>;
   const long long ctas = (long long)p.batch * p.heads_q;
-  const long long rows_total = p.cu_seqlens_q != nullptr ? p.total_q : (long long)p.batch * p.seqlen_q;
+  const long long rows_total = query_rows(p);
   if (ctas == 0 || rows_total == 0) return nullptr;
   if (ctas > 0x7fffffffLL) return "too many sequences x heads for one launch";
   if (p.workspace == nullptr || p.workspace_floats < workspace_floats(p, kHeadDim)) {

@@ -69,9 +69,6 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
   const int hk = h / (p.heads_q / p.heads_k);
 
   const Sequence seq = load_sequence(p, b);
-  if constexpr (kDecodePath) {
-    static_assert(Shape::kHasDecodePath, "no decode path for this shape");
-  }
   if (kDecodePath && seq.seqlen_q <= kDecodeMaxSeqlenQ) {
     // Row block rb of the K/V head's packed rows (group * seqlen_q of them, at most group
     // blocks of 16) goes to the CTA of query head hk * group + rb % group, m-block rb / group.
