@@ -29,6 +29,10 @@ torch_flashinfer.flash_attn_func(q, q, q, causal=${NCU_CAUSAL:-False})" 2>&1 | t
     ncu_decode) ncu --clock-control none -k regex:split_kv -c 1 --section SpeedOfLight --section WarpStateStats \
            --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats python3 benchmarks/profile_decode.py 2>&1 \
            | tee "$OUT/ncu_decode.log" | grep -vE "^==PROF==" | tail -80 ;;
+    ncu_dram) for cc in all none; do  # kernel time and DRAM bytes of ours and cuDNN, b1 32/8 sk8192
+                ncu --clock-control none --cache-control $cc --profile-from-start off --metrics \
+                  gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed \
+                  python3 benchmarks/profile_decode.py --ncu; done 2>&1 | tee "$OUT/ncu_dram.log" | grep -vE "^==PROF==" | tail -60 ;;
     llama) python3 examples/llama_generate.py ${LLAMA_ARGS:-} 2>&1 | tee "$OUT/llama.log" | tail -15 ;;
     sanitize) for tool in memcheck racecheck synccheck; do
                 compute-sanitizer --tool $tool --error-exitcode 1 python3 benchmarks/sanitize_cases.py > "$OUT/sanitize_$tool.log" 2>&1

@@ -2,7 +2,10 @@
 
 - host: CPU microseconds per eager call (launch-bound loop), beside ``aten.add`` and SDPA, the
   yardsticks of the host-overhead target (our op at most 10 us above a plain kernel launch);
-- cold: the benchmark CLI's number (CUDA events around one call after an L2 flush, median);
+- cold: the benchmark CLI's number (CUDA events around one call after an L2 flush that zeroes
+  256 MiB, median): the call finds L2 full of dirty lines, whose write-back shares the DRAM;
+- clean: the same after a flush that reads 256 MiB (L2 full of clean lines, as after a decode
+  step's weight-reading GEMMs);
 - graph: GPU time per call with 100 calls captured in a CUDA graph (inputs warm in L2);
 - kernels: per-kernel GPU time from the profiler (split kernel vs combine; a combine launched as a
   programmatic dependent counts the time it waits for the split kernel to finish).
@@ -48,6 +51,22 @@ def graph_us(fn, n=100):
     return start.elapsed_time(end) * 1e3 / (10 * n)
 
 
+def clean_us(fn, n=100):
+    """Median us of one call after an L2 flush that only reads (events around the call)."""
+    flush = torch.empty(256 << 20, dtype=torch.int8, device="cuda").view(torch.float32)
+    fn()
+    times = []
+    for _ in range(n):
+        flush.sum()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        times.append((start, end))
+    torch.cuda.synchronize()
+    return sorted(s.elapsed_time(e) for s, e in times)[n // 2] * 1e3
+
+
 def kernel_us(fn):
     """GPU microseconds per call of each kernel the call launches (profiler, 20 calls)."""
     from torch.profiler import ProfilerActivity, profile
@@ -75,6 +94,8 @@ def main():
     ap.add_argument("--algo", default="split_kv")
     ap.add_argument("--num-splits", type=int, default=0)
     ap.add_argument("--host", action="store_true", help="also time the host side of an eager call")
+    ap.add_argument("--ncu", action="store_true",
+                    help="only run ours and cuDNN once each, after a zeroing flush, between profiler start/stop")
     a = ap.parse_args()
     q = torch.randn(a.batch, 1, a.heads_q, a.head_dim, device="cuda", dtype=torch.float16)
     k = torch.randn(a.batch, a.seqlen_k, a.heads_k, a.head_dim, device="cuda", dtype=torch.float16)
@@ -88,19 +109,35 @@ def main():
         with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.CUDNN_ATTENTION):
             return torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, enable_gqa=a.heads_q != a.heads_k)
 
+    if a.ncu:  # ncu --profile-from-start off: the kernels of one call each, L2 as the benchmark leaves it
+        flush = torch.empty(256 << 20, dtype=torch.int8, device="cuda")
+        ours(), cudnn()
+        torch.cuda.synchronize()
+        torch.cuda.profiler.start()
+        for fn in (ours, cudnn):
+            flush.zero_()
+            fn()
+        torch.cuda.synchronize()
+        torch.cuda.profiler.stop()
+        return
     kv_bytes = 2 * k.numel() * k.element_size()
     shape = f"{a.algo} b{a.batch} {a.heads_q}/{a.heads_k} sk{a.seqlen_k} d{a.head_dim}"
     for name, fn in (("ours", ours), ("cudnn", cudnn)):
         cold = timing.median_ms(fn, q.device, 100) * 1e3
+        clean = clean_us(fn)
         warm = graph_us(fn)
-        print(f"{shape} {name:5s}: cold {cold:7.1f} us ({kv_bytes / cold / 1e3:5.0f} GB/s), graph {warm:7.1f} us "
-              f"({kv_bytes / warm / 1e3:5.0f} GB/s)")
+        print(f"{shape} {name:5s}: cold {cold:7.1f} us ({kv_bytes / cold / 1e3:5.0f} GB/s), clean {clean:7.1f} us "
+              f"({kv_bytes / clean / 1e3:5.0f} GB/s), graph {warm:7.1f} us ({kv_bytes / warm / 1e3:5.0f} GB/s)")
     for kernel, us in kernel_us(ours).items():
         print(f"    {us:7.1f} us  {kernel}")
     if a.host:
         x = torch.randn(16, device="cuda")
+        fwd_default = torch.ops.flashinfer.fwd.default
         rows = {
             "torch.ops.flashinfer.fwd": ours,
+            "torch.ops.flashinfer.fwd.default": lambda: fwd_default(q, k, v, causal=True, algo=a.algo),
+            "fwd, num_splits=1": lambda: torch.ops.flashinfer.fwd(q, k, v, causal=True, algo=a.algo, num_splits=1),
+            "fwd(q, k, v)": lambda: torch.ops.flashinfer.fwd(q, k, v),
             "aten.add": lambda: torch.add(x, x),
             "torch.empty x2": lambda: (torch.empty_like(q), torch.empty(1, 1, 1, device="cuda")),
             "F.scaled_dot_product_attention": lambda: torch.nn.functional.scaled_dot_product_attention(
@@ -108,6 +145,13 @@ def main():
         }
         for name, fn in rows.items():
             print(f"    host {host_us(fn):6.1f} us/call  {name}")
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(200):
+                ours()
+            torch.cuda.synchronize()
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 
 
 if __name__ == "__main__":

@@ -3,13 +3,15 @@ csrc/kernels/fa2/tile_config.h.
 
     python benchmarks/tune_fa2.py --out benchmarks/results/h100/fa2_tiles.json [--head-dims 64,128,256]
 
-Each candidate shape is built as its own kernel library (-DTFI_FA2_BLOCK_M/N/WARPS) and called
+Each candidate shape is built as its own kernel library (-DTFI_FA2_BLOCK_M/N/WARPS/STAGES) and called
 through the same binding as the shipped kernels; shapes that spill or fail to build are skipped.
 """
 
 import argparse
+import ctypes
 import json
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import triton
@@ -17,15 +19,16 @@ import triton
 import torch_flashinfer  # noqa: F401
 from torch_flashinfer import _build, _kernels
 
+# (block_m, block_n, warps, K/V stages)
 CANDIDATES = {
-    32: [(128, 64, 4), (128, 128, 4), (128, 64, 8)],
-    64: [(128, 64, 4), (128, 128, 4), (128, 32, 4)],
-    96: [(128, 64, 8), (128, 64, 4), (64, 64, 4)],
-    128: [(128, 64, 4), (128, 32, 4), (128, 64, 8)],
-    160: [(128, 64, 8), (64, 64, 4), (64, 32, 4)],
-    192: [(128, 64, 8), (64, 64, 4), (64, 32, 4)],
-    224: [(128, 64, 8), (64, 64, 4), (64, 32, 4)],
-    256: [(64, 32, 4), (128, 64, 8), (64, 64, 4), (128, 32, 8)],
+    32: [(128, 64, 4, 2), (128, 128, 4, 2), (128, 64, 8, 2)],
+    64: [(128, 64, 4, 2), (128, 128, 4, 2), (128, 32, 4, 2), (128, 128, 4, 1), (128, 64, 4, 1)],
+    96: [(128, 64, 8, 2), (128, 64, 4, 2), (64, 64, 4, 2), (128, 64, 4, 1), (64, 64, 4, 1)],
+    128: [(128, 64, 4, 2), (128, 32, 4, 2), (128, 64, 8, 2), (128, 64, 4, 1), (128, 128, 8, 1)],
+    160: [(128, 64, 8, 2), (64, 64, 4, 2), (64, 32, 4, 2), (64, 64, 4, 1)],
+    192: [(128, 64, 8, 2), (64, 64, 4, 2), (64, 32, 4, 2), (64, 64, 4, 1), (128, 64, 8, 1)],
+    224: [(128, 64, 8, 2), (64, 64, 4, 2), (64, 32, 4, 2), (64, 64, 4, 1), (128, 64, 8, 1)],
+    256: [(64, 32, 4, 2), (128, 64, 8, 2), (64, 64, 4, 2), (128, 32, 8, 2), (64, 64, 4, 1), (128, 64, 8, 1)],
 }
 
 
@@ -47,8 +50,25 @@ def main():
     dtype = torch.float16 if args.dtype == "fp16" else torch.bfloat16
     binding = _kernels.binding()
     archs = _build.cuda_archs()
+    head_dims = [int(d) for d in args.head_dims.split(",")]
+
+    def build(cand):
+        d, m, n, w, st = cand
+        base = _kernels.fwd_library("fa2", dtype, d)
+        lib = _build.KernelLibrary(f"{base.name}_m{m}n{n}w{w}s{st}", base.sources,
+                                   base.defines + (f"TFI_FA2_BLOCK_M={m}", f"TFI_FA2_BLOCK_N={n}",
+                                                   f"TFI_FA2_WARPS={w}", f"TFI_FA2_STAGES={st}"))
+        try:
+            return _build.build_kernel_library(lib, archs)
+        except RuntimeError as e:
+            print(f"skip d={d} {m}x{n}x{w}x{st}: {str(e).splitlines()[-1][:200]}", file=sys.stderr)
+            return None
+
+    cands = [(d, *c) for d in head_dims for c in CANDIDATES[d]]
+    with ThreadPoolExecutor(max_workers=_build.parallel_builds()) as pool:  # one nvcc per candidate
+        built = dict(zip(cands, pool.map(build, cands)))
     rows = []
-    for d in map(int, args.head_dims.split(",")):
+    for d in head_dims:
         h = 32 if d <= 128 else 16
         for s in (1024, 4096):
             b = 16384 // s
@@ -65,17 +85,10 @@ def main():
                                 qt, kt, vt, is_causal=causal))
                     except RuntimeError:
                         peers[name] = None
-                for (m, n, w) in CANDIDATES[d]:
-                    base = _kernels.fwd_library("fa2", dtype, d)
-                    lib = _build.KernelLibrary(f"{base.name}_m{m}n{n}w{w}", base.sources,
-                                               base.defines + (f"TFI_FA2_BLOCK_M={m}", f"TFI_FA2_BLOCK_N={n}",
-                                                               f"TFI_FA2_WARPS={w}"))
-                    try:
-                        path = _build.build_kernel_library(lib, archs)
-                    except RuntimeError as e:
-                        print(f"skip d={d} {m}x{n}x{w}: {str(e).splitlines()[-1][:200]}", file=sys.stderr)
+                for (m, n, w, st) in CANDIDATES[d]:
+                    path = built.get((d, m, n, w, st))
+                    if path is None:
                         continue
-                    import ctypes
                     handle = ctypes.CDLL(str(path))
                     fn = ctypes.cast(handle.tfi_fwd, ctypes.c_void_p).value
                     ws = ctypes.cast(handle.tfi_fwd_workspace, ctypes.c_void_p).value
@@ -88,12 +101,12 @@ def main():
                     ref = torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, is_causal=causal)
                     err = (out.transpose(1, 2) - ref).abs().max().item()
                     ms = bench(call)
-                    row = dict(head_dim=d, batch=b, heads=h, seqlen=s, causal=causal, block_m=m, block_n=n, warps=w,
+                    row = dict(head_dim=d, batch=b, heads=h, seqlen=s, causal=causal, block_m=m, block_n=n, warps=w, stages=st,
                                ms=ms, tflops=tflops(b, h, s, d, causal, ms), max_err_vs_sdpa=err,
                                **{f"{k}_tflops": (tflops(b, h, s, d, causal, t) if t else None)
                                   for k, t in peers.items()})
                     rows.append(row)
-                    print(f"d={d:3d} s={s:5d} causal={int(causal)} {m:3d}x{n:3d}x{w} {row['tflops']:6.1f} TF "
+                    print(f"d={d:3d} s={s:5d} causal={int(causal)} {m:3d}x{n:3d}x{w}x{st} {row['tflops']:6.1f} TF "
                           f"(flash {row['sdpa_flash_tflops'] or 0:6.1f}, cudnn {row['sdpa_cudnn_tflops'] or 0:6.1f}) "
                           f"err {err:.1e}", flush=True)
     with open(args.out, "w") as f:

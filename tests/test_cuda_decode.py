@@ -60,11 +60,26 @@ def test_features(feature):
                algo="split_kv")
 
 
-@pytest.mark.parametrize("num_splits", [1, 3, 64])
+# 2..16 splits are merged by a thread block cluster on sm90, more by the combine kernel.
+@pytest.mark.parametrize("num_splits", [1, 2, 3, 16, 17, 64])
 def test_explicit_splits(num_splits):
     built = build(Case("cache", [1] * 2, [1000, 37], 8, 2, 64, torch.float16, causal=True), device="cuda")
     built.args["num_splits"] = num_splits
     check_case(built.case, algo="split_kv", built=built)
+
+
+# Both merges on every m-tile shape: 1, 2 and 4 m-tiles (16 / 32 / 64 packed rows; d=256 has
+# one), sequences shorter than a split's share, window and softcap.
+@pytest.mark.parametrize("num_splits", [16, 24])
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+@pytest.mark.parametrize("heads_q,heads_k,seqlen_q", [(8, 8, 1), (16, 2, 2), (32, 2, 2), (32, 1, 2)],
+                         ids=["r1", "r16", "r32", "r64"])
+def test_split_merge_tile_shapes(num_splits, head_dim, heads_q, heads_k, seqlen_q):
+    case = Case("cache", [seqlen_q] * 3, [2500, 9, seqlen_q], heads_q, heads_k, head_dim, torch.bfloat16, causal=True,
+                window=(1800, 0), softcap=30.0)
+    built = build(case, device="cuda")
+    built.args["num_splits"] = num_splits
+    check_case(case, algo="split_kv", built=built)
 
 
 def test_auto_uses_split_kv_for_decode():

@@ -44,8 +44,9 @@ __device__ __forceinline__ void load_q_tile(const FwdParams& p, const T* q_head,
   }
 }
 
-// Keys and values [n0, n0 + kRows) of one K/V head, addressed as kMode says.
-template <int kRows, int kThreads, int kHeadDim, KvMode kMode, typename T>
+// Keys and values [n0, n0 + kRows) of one K/V head, addressed as kMode says (kK / kV: which of
+// the two this call copies).
+template <int kRows, int kThreads, int kHeadDim, KvMode kMode, bool kK = true, bool kV = true, typename T>
 __device__ __forceinline__ void load_kv_tile(const FwdParams& p, const Sequence& seq, int b, const T* k_head,
                                              const T* v_head, int n0, T* sK, T* sV, int tid, L2Hint policy) {
   using Map = ChunkMap<kThreads, kHeadDim>;
@@ -78,8 +79,8 @@ __device__ __forceinline__ void load_kv_tile(const FwdParams& p, const Sequence&
       k_off = int64_t(block) * p.k_batch_stride + int64_t(row) * p.k_row_stride;
       v_off = int64_t(block) * p.v_batch_stride + int64_t(row) * p.v_row_stride;
     }
-    cp_async_16(smem_addr(sK + r * kStride + col), k_head + (valid ? k_off + col : 0), valid, policy);
-    cp_async_16(smem_addr(sV + r * kStride + col), v_head + (valid ? v_off + col : 0), valid, policy);
+    if constexpr (kK) cp_async_16(smem_addr(sK + r * kStride + col), k_head + (valid ? k_off + col : 0), valid, policy);
+    if constexpr (kV) cp_async_16(smem_addr(sV + r * kStride + col), v_head + (valid ? v_off + col : 0), valid, policy);
   }
 }
 

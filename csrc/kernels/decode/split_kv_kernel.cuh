@@ -9,8 +9,11 @@
 // A CTA of four warps owns one (item, split); its warps take interleaved 16-key tiles, each
 // streaming them through a private cp.async ring (kStages deep) with no block-wide barrier in
 // the loop, and merge their softmax states through shared memory at the end. With one split
-// the CTA writes the output; with several it writes a normalised fp32 partial output and its
-// lse, and combine_kernel merges them.
+// the CTA writes the output. With several, on sm90 the splits of an item are one thread block
+// cluster: each CTA leaves its normalised fp32 partial output and lse in its shared memory and
+// merges a share of the item's rows from all of them (distributed shared memory): one launch, no
+// scratch. Elsewhere (or with more splits than a cluster holds) it writes them to the fp32
+// workspace and combine_kernel merges them.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -27,6 +30,7 @@ namespace torch_flashinfer::decode {
 constexpr int kWarps = 4;
 constexpr int kKeys = 16;         // keys per warp tile
 constexpr int kMaxSplits = 128;   // combine_kernel keeps one weight per split in shared memory
+constexpr int kMaxClusterSplits = 16;  // the largest (non-portable) cluster of the H100
 // Shared memory per SM for CTAs: 228 KB on the H100 (1 KB of it reserved per CTA).
 constexpr int kSmemPerSm = 228 * 1024;
 
@@ -58,11 +62,17 @@ struct Shape {
   static constexpr int kDTiles = kHeadDim / 8;
   static constexpr int kChunksPerRow = kHeadDim / 8;
 
+  // After the loop the ring holds the warp merge, then this split's partial result (cluster merge).
+  static constexpr size_t kMergeBytes = size_t(kWarps) * kRows * (2 + kMergeStride) * sizeof(float);
+  static constexpr size_t kPartBytes = size_t(kRows) * (kHeadDim + 1) * sizeof(float);
+
   static constexpr size_t smem_bytes() {
     const size_t ring = size_t(kWarps) * kStages * kWarpStageBytes;
-    const size_t merge = size_t(kWarps) * kRows * (2 + kMergeStride) * sizeof(float);
-    return kQBytes + (ring > merge ? ring : merge);
+    const size_t after = kMergeBytes + kPartBytes;
+    return kQBytes + (ring > after ? ring : after);
   }
+  static_assert(kQBytes + kMergeBytes + kPartBytes <= size_t(kBudget) || kCtasPerSm == 1,
+                "the merge areas fit the CTA's share of shared memory");
 };
 
 // Packed row r of K/V head hk: query token r / group, query head hk * group + r % group.
@@ -79,11 +89,12 @@ __device__ __forceinline__ int64_t partial_row(const FwdParams& p, int b, int i,
 
 // Attends the packed query rows [row_block * kRows, +kRows) of (sequence b, K/V head hk) to
 // chunk `split` of `splits` of their keys: with one split it writes out and lse, else the
-// partial result of the split. Run by the whole CTA; also the decode path of the FA2 kernel's
-// short sequences (fa2/fwd_kernel.cuh).
+// partial result of the split -- to the workspace, or (cluster_merge: the item's splits are the
+// CTAs of one cluster, rank = split) to shared memory, merged by the cluster. Run by the whole
+// CTA; also the decode path of the FA2 kernel's short sequences (fa2/fwd_kernel.cuh).
 template <typename T, typename S, KvMode kMode>
 __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& seq, unsigned char* smem_raw, int b,
-                                            int hk, int row_block, int split, int splits) {
+                                            int hk, int row_block, int split, int splits, bool cluster_merge) {
   using Traits = DtypeTraits<T>;
   constexpr int kD = S::kHeadDim, kStride = S::kStride, kMT = S::kMTiles;
   constexpr int kStages = S::kStages, kDT = S::kDTiles, kCPR = S::kChunksPerRow;
@@ -295,6 +306,8 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
   float* sMax = reinterpret_cast<float*>(sRing);  // [warps][rows]
   float* sSum = sMax + kWarps * S::kRows;           // [warps][rows]
   float* sO = sSum + kWarps * S::kRows;             // [warps][rows][kMergeStride]
+  float* sPart = sO + kWarps * S::kRows * S::kMergeStride;  // [rows][kD]: this split's result (cluster merge)
+  float* sLse = sPart + S::kRows * kD;                      // [rows]
 #pragma unroll
   for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
@@ -352,22 +365,67 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
       T* o = static_cast<T*>(p.out) + seq.o_offset + int64_t(i) * p.o_row_stride + int64_t(h) * p.o_head_stride;
       *reinterpret_cast<uint32_t*>(o + col) = Traits::pack(o0, o1);
       if (col == 0) p.lse[seq.lse_offset + int64_t(h) * p.lse_head_stride + i] = lse;
+    } else if (cluster_merge) {
+      *reinterpret_cast<float2*>(sPart + r * kD + col) = make_float2(o0, o1);
+      if (col == 0) sLse[r] = lse;
     } else {
       const int64_t row = partial_row(p, b, i, h);
       *reinterpret_cast<float2*>(p.workspace + (int64_t(split) * rows_total + row) * kD + col) = make_float2(o0, o1);
       if (col == 0) split_lse[int64_t(split) * rows_total + row] = lse;
     }
   }
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (cluster_merge) {
+    // Every split's partial result is in its CTA's shared memory once all have arrived; CTA
+    // `split` merges the item's (row, 4-column) chunks split, split + splits, ..., reading each
+    // split's lse and partial chunk from its CTA: out = sum_s w_s o_s / sum_s w_s,
+    // w_s = exp(lse_s - max_s lse_s).
+    cluster_sync();
+    constexpr int kQuads = kD / 4;
+    const uint32_t part_addr = smem_addr(sPart), lse_addr = smem_addr(sLse);
+    for (int c = tid * splits + split; c < S::kRows * kQuads; c += S::kThreads * splits) {
+      const int r = c / kQuads, col = (c % kQuads) * 4, pr = r0 + r;
+      if (pr >= r_end) continue;
+      float lse_s[kMaxClusterSplits];
+      float m = -INFINITY;
+#pragma unroll
+      for (int sp = 0; sp < kMaxClusterSplits; ++sp) {
+        lse_s[sp] = sp < splits ? ld_cluster(cluster_smem_addr(lse_addr + r * 4, sp)) : -INFINITY;
+        m = fmaxf(m, lse_s[sp]);
+      }
+      float wsum = 0.f, o[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+      for (int sp = 0; sp < kMaxClusterSplits; ++sp) {
+        if (sp < splits) {
+          const float w = lse_s[sp] == -INFINITY ? 0.f : __expf(lse_s[sp] - m);
+          const float4 x = ld_cluster_v4(cluster_smem_addr(part_addr + (r * kD + col) * 4, sp));
+          wsum += w;
+          o[0] += w * x.x, o[1] += w * x.y, o[2] += w * x.z, o[3] += w * x.w;
+        }
+      }
+      const float inv = wsum > 0.f ? 1.f / wsum : 0.f;
+      const int i = map.token(pr), h = map.head(hk, pr);
+      T* out = static_cast<T*>(p.out) + seq.o_offset + int64_t(i) * p.o_row_stride + int64_t(h) * p.o_head_stride;
+      *reinterpret_cast<uint2*>(out + col) = make_uint2(Traits::pack(o[0] * inv, o[1] * inv),
+                                                        Traits::pack(o[2] * inv, o[3] * inv));
+      if (col == 0) {
+        p.lse[seq.lse_offset + int64_t(h) * p.lse_head_stride + i] = wsum > 0.f ? m + __logf(wsum) : -INFINITY;
+      }
+    }
+    cluster_sync();  // no CTA leaves while another still reads its shared memory
+  }
+#endif
 }
 
 template <typename T, typename S, KvMode kMode>
-__global__ void __launch_bounds__(S::kThreads, S::kCtasPerSm) split_kv_kernel(const __grid_constant__ FwdParams p, int row_blocks) {
+__global__ void __launch_bounds__(S::kThreads, S::kCtasPerSm) split_kv_kernel(const __grid_constant__ FwdParams p, int row_blocks, bool cluster_merge) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int item = int(blockIdx.x);
   const int bhk = item / row_blocks;
   const int b = bhk / p.heads_k;
   decode_item<T, S, kMode>(p, load_sequence(p, b), smem_raw, b, bhk % p.heads_k, item % row_blocks, blockIdx.y,
-                           p.num_splits);
+                           p.num_splits, cluster_merge);
 }
 
 // kVec consecutive floats from a kVec * 4-byte aligned address, in one load.

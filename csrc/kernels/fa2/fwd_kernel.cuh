@@ -1,6 +1,11 @@
 // FlashAttention-2 forward for sm80+: one CTA per (query tile, head, sequence) streams the
-// sequence's key/value tiles through shared memory (cp.async, two stages) and keeps an online
-// softmax with fp32 accumulators in registers (mma.sync m16n8k16).
+// sequence's key/value tiles through shared memory (cp.async) and keeps an online softmax with
+// fp32 accumulators in registers (mma.sync m16n8k16).
+//
+// Two pipelines (tile_config.h picks one per head dim): two stages, each a K and a V tile, the
+// next tile's copy in flight during the whole step; or one K and one V buffer (a third less
+// shared memory at d >= 192, so two CTAs fit an SM), V's copy in flight during Q K^T and the
+// next K's during softmax and P V.
 //
 // Shared-memory rows are padded by 16 bytes (kStride = head_dim + 8), so the 8 rows an
 // ldmatrix reads start in 8 different 16-byte bank groups for every supported head_dim.
@@ -9,6 +14,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "common/online_softmax.cuh"
 #include "common/ptx.cuh"
@@ -20,7 +26,7 @@
 
 namespace torch_flashinfer::fa2 {
 
-template <int kHeadDim_, int kBlockM_, int kBlockN_, int kNWarps_>
+template <int kHeadDim_, int kBlockM_, int kBlockN_, int kNWarps_, int kStages_>
 struct TileShape {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kBlockM = kBlockM_;  // queries per CTA
@@ -31,10 +37,11 @@ struct TileShape {
   static constexpr int kNTiles = kBlockN / 8;               // 8-key score tiles
   static constexpr int kDTiles = kHeadDim / 8;              // 8-dim output tiles
   static constexpr int kStride = kHeadDim + 8;              // padded smem row, elements
-  static constexpr int kStages = 2;
+  static constexpr int kStages = kStages_;                   // K/V buffers: 2 = double, 1 = one each
   static constexpr int kChunksPerRow = kHeadDim / 8;        // 16-byte chunks
   static_assert(kMTiles >= 1 && kBlockM % (16 * kNWarps) == 0, "each warp owns whole 16-row tiles");
   static_assert(kBlockN % 16 == 0 && kHeadDim % 16 == 0, "mma k-steps are 16 wide");
+  static_assert(kStages == 1 || kStages == 2, "one or two K/V stages");
   // Sequences of at most kDecodeMaxSeqlenQ queries take the decode path: one 16-row m-tile of
   // GQA-packed rows whose keys the CTA's warps split (see decode_item). It runs on four warps,
   // so shapes with eight (d >= 192) have none.
@@ -76,7 +83,7 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
     const int row_blocks = (group * seq.seqlen_q + 15) / 16;
     const int rb = int(blockIdx.x % num_m_blocks) * group + h % group;
     if (rb < row_blocks) {
-      decode::decode_item<T, typename Shape::DecodeShape, kMode>(p, seq, smem_raw, b, hk, rb, 0, 1);
+      decode::decode_item<T, typename Shape::DecodeShape, kMode>(p, seq, smem_raw, b, hk, rb, 0, 1, false);
     }
     return;
   }
@@ -95,15 +102,20 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
   const L2Hint read_once{true, l2_evict_first()};
   const L2Hint kv_hint{num_m_blocks == 1 && p.heads_q == p.heads_k, read_once.policy};
   load_q_tile<kM, Shape::kThreads, kD>(p, q_base, seq.seqlen_q, m0, sQ, tid, read_once);
-  auto load_kv = [&](int tile, int stage) {
-    load_kv_tile<kN, Shape::kThreads, kD, kMode>(p, seq, b, k_base, v_base, tile * kN, sK + stage * kN * kStride,
-                                                 sV + stage * kN * kStride, tid, kv_hint);
+  auto load_kv = [&](auto which_k, auto which_v, int tile, int stage) {
+    load_kv_tile<kN, Shape::kThreads, kD, kMode, decltype(which_k)::value, decltype(which_v)::value>(
+        p, seq, b, k_base, v_base, tile * kN, sK + stage * kN * kStride, sV + stage * kN * kStride, tid, kv_hint);
   };
+  using Yes = std::true_type;
+  using No = std::false_type;
 
   const int key_begin = mask.key_begin(m0), key_end = mask.key_end(m_end);
   const int first_tile = key_begin / kN;
   const int last_tile = key_end > key_begin ? (key_end - 1) / kN : first_tile - 1;
-  if (last_tile >= first_tile) load_kv(last_tile, 0);
+  if (last_tile >= first_tile) {
+    if constexpr (Shape::kStages == 2) load_kv(Yes{}, Yes{}, last_tile, 0);
+    else load_kv(Yes{}, No{}, last_tile, 0);
+  }
   cp_async_commit();
 
   const ScoreMod mod(p);
@@ -123,10 +135,14 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
   const int warp_row0 = warp * kMT * 16;  // first row (within the tile) of this warp
 
   for (int tile = last_tile, it = 0; tile >= first_tile; --tile, ++it) {
-    const int stage = it & 1;
-    if (tile > first_tile) load_kv(tile - 1, stage ^ 1);
+    const int stage = Shape::kStages == 2 ? it & 1 : 0;
+    if constexpr (Shape::kStages == 2) {
+      if (tile > first_tile) load_kv(Yes{}, Yes{}, tile - 1, stage ^ 1);
+    } else {
+      load_kv(No{}, Yes{}, tile, 0);  // V's buffer is free: the last step ended in a barrier
+    }
     cp_async_commit();
-    cp_async_wait<1>();
+    cp_async_wait<1>();  // this tile's K (two stages: and V) has landed
     __syncthreads();
 
     const T* sKs = sK + stage * kN * kStride;
@@ -161,6 +177,13 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
           Traits::mma(s[mt][2 * np + 1], a[mt], bk[2], bk[3]);
         }
       }
+    }
+
+    if constexpr (Shape::kStages == 1) {
+      cp_async_wait<0>();  // this tile's V
+      __syncthreads();     // and every warp is done with K: the next K may land there
+      if (tile > first_tile) load_kv(Yes{}, No{}, tile - 1, 0);
+      cp_async_commit();
     }
 
     // softcap, ALiBi, mask: each a separate pass behind a branch that is uniform over the CTA

@@ -1,13 +1,15 @@
 // FA2 tile shapes per head_dim: the one place where they are chosen.
 // kBlockM queries x kBlockN keys per step, kNWarps warps (each owns kBlockM / kNWarps rows).
-// Shared memory: (kBlockM + 4 * kBlockN) * (head_dim + 8) * 2 bytes (Q + two K/V stages).
+// Shared memory: (kBlockM + 2 * stages * kBlockN) * (head_dim + 8) * 2 bytes (Q + K/V stages).
 // Tuning builds override the shape with -DTFI_FA2_BLOCK_M=.. -DTFI_FA2_BLOCK_N=.. -DTFI_FA2_WARPS=..
+// -DTFI_FA2_STAGES=..
 #pragma once
 
 namespace torch_flashinfer::fa2 {
 
 struct Tile {
   int block_m, block_n, warps;
+  int stages = 2;  // K/V buffers (fwd_kernel.cuh): 2 stages of K + V, or 1 of each
 };
 
 // TFLOPS on the H100 (fp16, b*s = 16k tokens, s = 4096, non-causal / causal) of the chosen
@@ -35,7 +37,7 @@ constexpr Tile default_tile(int head_dim) {
 constexpr int kDecodeMaxSeqlenQ = 16;
 
 #ifdef TFI_FA2_BLOCK_M
-constexpr Tile tile_for(int) { return Tile{TFI_FA2_BLOCK_M, TFI_FA2_BLOCK_N, TFI_FA2_WARPS}; }
+constexpr Tile tile_for(int) { return Tile{TFI_FA2_BLOCK_M, TFI_FA2_BLOCK_N, TFI_FA2_WARPS, TFI_FA2_STAGES}; }
 #else
 constexpr Tile tile_for(int head_dim) { return default_tile(head_dim); }
 #endif
