@@ -7,8 +7,7 @@
 - clean: the same after a flush that reads 256 MiB (L2 full of clean lines, as after a decode
   step's weight-reading GEMMs);
 - graph: GPU time per call with 100 calls captured in a CUDA graph (inputs warm in L2);
-- kernels: per-kernel GPU time from the profiler (split kernel vs combine; a combine launched as a
-  programmatic dependent counts the time it waits for the split kernel to finish).
+- kernels: per-kernel GPU time from the profiler.
 
     python benchmarks/profile_decode.py [--batch 1 --heads-q 32 --heads-k 8 --seqlen-k 8192 --algo split_kv]
 """
@@ -136,8 +135,6 @@ def main():
         rows = {
             "torch.ops.flashinfer.fwd": ours,
             "torch.ops.flashinfer.fwd.default": lambda: fwd_default(q, k, v, causal=True, algo=a.algo),
-            "fwd, num_splits=1": lambda: torch.ops.flashinfer.fwd(q, k, v, causal=True, algo=a.algo, num_splits=1),
-            "fwd(q, k, v)": lambda: torch.ops.flashinfer.fwd(q, k, v),
             "aten.add": lambda: torch.add(x, x),
             "torch.empty x2": lambda: (torch.empty_like(q), torch.empty(1, 1, 1, device="cuda")),
             "F.scaled_dot_product_attention": lambda: torch.nn.functional.scaled_dot_product_attention(

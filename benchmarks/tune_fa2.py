@@ -90,13 +90,13 @@ def main():
                     if path is None:
                         continue
                     handle = ctypes.CDLL(str(path))
-                    fn = ctypes.cast(handle.tfi_fwd, ctypes.c_void_p).value
-                    ws = ctypes.cast(handle.tfi_fwd_workspace, ctypes.c_void_p).value
+                    entries = [ctypes.cast(getattr(handle, name), ctypes.c_void_p).value
+                               for name in _kernels.FWD_ENTRY_POINTS]
                     out = torch.empty_like(q)
                     lse = torch.empty(b, h, s, device="cuda", dtype=torch.float32)
 
                     def call():
-                        binding.fwd_with_library(fn, ws, q, k, v, out, lse, s, s, d ** -0.5, causal, 0)
+                        binding.fwd_with_library(*entries, q, k, v, out, lse, s, s, d ** -0.5, causal, 0)
                     call()
                     ref = torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, is_causal=causal)
                     err = (out.transpose(1, 2) - ref).abs().max().item()

@@ -60,7 +60,6 @@ def test_features(feature):
                algo="split_kv")
 
 
-# 2..16 splits are merged by a thread block cluster on sm90, more by the combine kernel.
 @pytest.mark.parametrize("num_splits", [1, 2, 3, 16, 17, 64])
 def test_explicit_splits(num_splits):
     built = build(Case("cache", [1] * 2, [1000, 37], 8, 2, 64, torch.float16, causal=True), device="cuda")
@@ -68,8 +67,8 @@ def test_explicit_splits(num_splits):
     check_case(built.case, algo="split_kv", built=built)
 
 
-# Both merges on every m-tile shape: 1, 2 and 4 m-tiles (16 / 32 / 64 packed rows; d=256 has
-# one), sequences shorter than a split's share, window and softcap.
+# The split merge on every m-tile shape: 1, 2 and 4 m-tiles (16 / 32 / 64 packed rows; d=256
+# has one), sequences shorter than a split's share, window and softcap.
 @pytest.mark.parametrize("num_splits", [16, 24])
 @pytest.mark.parametrize("head_dim", [64, 128, 256])
 @pytest.mark.parametrize("heads_q,heads_k,seqlen_q", [(8, 8, 1), (16, 2, 2), (32, 2, 2), (32, 1, 2)],
@@ -80,6 +79,24 @@ def test_split_merge_tile_shapes(num_splits, head_dim, heads_q, heads_k, seqlen_
     built = build(case, device="cuda")
     built.args["num_splits"] = num_splits
     check_case(case, algo="split_kv", built=built)
+
+
+def test_split_counters_per_stream():
+    """Split calls count finished splits in per-stream counters: calls queued on two streams at
+    once must not see each other's counts (the merge order is fixed, so results are bitwise equal)."""
+    built = build(Case("cache", [1] * 2, [3000, 1200], 16, 2, 128, torch.float16, causal=True), device="cuda")
+    args = dict(built.args, num_splits=8)
+    expected, _ = torch.ops.flashinfer.fwd(**args, algo="split_kv")
+    streams = [torch.cuda.Stream() for _ in range(2)]
+    torch.cuda.synchronize()
+    outs = []
+    for i in range(40):
+        with torch.cuda.stream(streams[i % 2]):
+            outs.append(torch.ops.flashinfer.fwd(**args, algo="split_kv")[0])
+    torch.cuda.synchronize()
+    for out in outs:
+        assert torch.equal(out, expected)
+    check_case(built.case, algo="split_kv", built=built)
 
 
 def test_auto_uses_split_kv_for_decode():

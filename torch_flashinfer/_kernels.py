@@ -82,13 +82,15 @@ def _load_entries(lib: KernelLibrary, symbols: tuple[str, ...], device: torch.de
     return tuple(ctypes.cast(getattr(handle, symbol), ctypes.c_void_p).value for symbol in symbols)
 
 
-def _fwd_entry(family: str, dtype: torch.dtype, head_dim: int, device: torch.device) -> tuple[int, int]:
-    """Addresses of a kernel library's ``tfi_fwd`` and ``tfi_fwd_workspace`` (api.h)."""
+FWD_ENTRY_POINTS = ("tfi_fwd", "tfi_fwd_workspace", "tfi_fwd_counters")
+
+
+def _fwd_entry(family: str, dtype: torch.dtype, head_dim: int, device: torch.device) -> tuple[int, int, int]:
+    """Addresses of a kernel library's ``tfi_fwd``, ``tfi_fwd_workspace`` and ``tfi_fwd_counters`` (api.h)."""
     key = (family, dtype, head_dim, device.index)
     fn = _entry_points.get(key)
     if fn is None:
-        fn = _entry_points[key] = _load_entries(fwd_library(family, dtype, head_dim), ("tfi_fwd", "tfi_fwd_workspace"),
-                                                device)
+        fn = _entry_points[key] = _load_entries(fwd_library(family, dtype, head_dim), FWD_ENTRY_POINTS, device)
     return fn
 
 
@@ -119,16 +121,16 @@ def install_cuda_ops() -> None:
 
 def plan_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, cache_seqlens, cache_leftpad,
              block_table, alibi_slopes, softmax_scale, causal, window_left, window_right, softcap, num_splits,
-             algo) -> tuple[int, int, int, int, float]:
-    """Validate a CUDA call of ``fwd`` and decide how it runs: (kernel entry point, workspace
-    entry point, seqlen_q, seqlen_k, softmax scale). Depends on the arguments' metadata only
+             algo) -> tuple[int, int, int, int, int, float]:
+    """Validate a CUDA call of ``fwd`` and decide how it runs: (kernel, workspace and counters
+    entry points, seqlen_q, seqlen_k, softmax scale). Depends on the arguments' metadata only
     (and on their values with TORCH_FLASHINFER_CHECK_DATA=1), so the binding caches it."""
     layout = _validation.check_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, cache_seqlens,
                                    cache_leftpad, block_table, alibi_slopes, softmax_scale, window_left,
                                    window_right, softcap, num_splits, algo)
     seqlen_q = max_seqlen_q if layout.varlen_q else q.shape[1]
     family = resolve_algo(algo, layout, seqlen_q)
-    kernel, workspace = _fwd_entry(family, q.dtype, layout.head_dim, q.device)
+    kernel, workspace, counters = _fwd_entry(family, q.dtype, layout.head_dim, q.device)
     if layout.kv_layout == "varlen":
         seqlen_k = max_seqlen_k
     elif layout.kv_layout == "paged":
@@ -136,7 +138,7 @@ def plan_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, ca
     else:
         seqlen_k = k.shape[1]
     scale = softmax_scale if softmax_scale is not None else layout.head_dim ** -0.5
-    return kernel, workspace, seqlen_q, seqlen_k, scale
+    return kernel, workspace, counters, seqlen_q, seqlen_k, scale
 
 
 def plan_append_kv(k_cache, v_cache, k, v, cache_seqlens, block_table) -> int:

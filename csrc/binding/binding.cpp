@@ -14,6 +14,7 @@
 #include <torch/extension.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cstring>
 #include <mutex>
 #include <optional>
@@ -49,9 +50,35 @@ int num_sms(int device) {
 struct FwdPlan {
   tfi_fwd_fn kernel;
   tfi_fwd_workspace_fn workspace;
+  tfi_fwd_counters_fn counters;
   int64_t seqlen_q, seqlen_k;
   double softmax_scale;
 };
+
+// Counters that calls leave zeroed (api.h tfi_fwd_counters), one buffer per (device, stream):
+// calls on one stream run in order, so they can share it. A CUDA graph capture gets fresh zeroed
+// counters instead (the zeroing is captured too): its replays may run on any stream, beside
+// eager calls that use this stream's buffer.
+uint32_t* zeroed_counters(const at::Tensor& like, int64_t n, at::Tensor& capture_keep) {
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  TORCH_CHECK(cudaStreamIsCapturing(stream, &capture) == cudaSuccess, "flashinfer.fwd: cudaStreamIsCapturing failed");
+  const auto options = like.options().dtype(at::kInt);
+  if (capture != cudaStreamCaptureStatusNone) {
+    capture_keep = at::zeros({n}, options);
+    return reinterpret_cast<uint32_t*>(capture_keep.data_ptr<int32_t>());
+  }
+  static std::mutex mutex;
+  static std::unordered_map<std::string, at::Tensor> buffers;  // key: device index, stream handle
+  std::string key(sizeof(int) + sizeof(cudaStream_t), '\0');
+  const int device = like.get_device();
+  std::memcpy(&key[0], &device, sizeof(int));
+  std::memcpy(&key[sizeof(int)], &stream, sizeof(cudaStream_t));
+  std::lock_guard<std::mutex> lock(mutex);
+  at::Tensor& buffer = buffers[key];
+  if (!buffer.defined() || buffer.numel() < n) buffer = at::zeros({std::max<int64_t>(n, 4096)}, options);
+  return reinterpret_cast<uint32_t*>(buffer.data_ptr<int32_t>());
+}
 
 // Fills the params struct and runs a kernel library's entry point (allocating the fp32 scratch
 // it asks for) on the current stream of q's device.
@@ -118,12 +145,17 @@ void launch_fwd(const FwdPlan& plan, const at::Tensor& q, const at::Tensor& k, c
   p.num_sms = num_sms(q.get_device());
   p.num_splits = static_cast<int32_t>(num_splits);
 
-  at::Tensor workspace;
+  at::Tensor workspace, capture_counters;
   const long long floats = plan.workspace(&p);
   if (floats > 0) {
     workspace = at::empty({floats}, q.options().dtype(at::kFloat));
     p.workspace = workspace.data_ptr<float>();
     p.workspace_floats = floats;
+  }
+  const long long counters = plan.counters(&p);
+  if (counters > 0) {
+    p.counters = zeroed_counters(q, counters, capture_counters);
+    p.num_counters = counters;
   }
   const char* err = plan.kernel(&p, c10::cuda::getCurrentCUDAStream().stream());
   TORCH_CHECK(err == nullptr, "flashinfer.fwd kernel: ", err);
@@ -275,8 +307,9 @@ std::tuple<at::Tensor, at::Tensor> fwd_op(const at::Tensor& q, const at::Tensor&
                                   causal, window_left, window_right, softcap, num_splits,
                                   std::string(algo.data(), algo.size()));
       return FwdPlan{reinterpret_cast<tfi_fwd_fn>(t[0].cast<int64_t>()),
-                     reinterpret_cast<tfi_fwd_workspace_fn>(t[1].cast<int64_t>()), t[2].cast<int64_t>(),
-                     t[3].cast<int64_t>(), t[4].cast<double>()};
+                     reinterpret_cast<tfi_fwd_workspace_fn>(t[1].cast<int64_t>()),
+                     reinterpret_cast<tfi_fwd_counters_fn>(t[2].cast<int64_t>()), t[3].cast<int64_t>(),
+                     t[4].cast<int64_t>(), t[5].cast<double>()};
     });
     fwd_plans().insert(bytes, *plan);
   }
@@ -332,12 +365,12 @@ void register_cuda_ops(py::object plan_fwd, py::object plan_append_kv, bool chec
   });
 }
 
-// For tuning scripts: run one kernel library's entry points on given outputs.
-void fwd_with_library(int64_t kernel, int64_t workspace, const at::Tensor& q, const at::Tensor& k,
+// For tuning scripts: run one kernel library's entry points (_kernels.FWD_ENTRY_POINTS) on given outputs.
+void fwd_with_library(int64_t kernel, int64_t workspace, int64_t counters, const at::Tensor& q, const at::Tensor& k,
                       const at::Tensor& v, at::Tensor& out, at::Tensor& lse, int64_t seqlen_q, int64_t seqlen_k,
                       double softmax_scale, bool causal, int64_t num_splits) {
   const FwdPlan plan{reinterpret_cast<tfi_fwd_fn>(kernel), reinterpret_cast<tfi_fwd_workspace_fn>(workspace),
-                     seqlen_q, seqlen_k, softmax_scale};
+                     reinterpret_cast<tfi_fwd_counters_fn>(counters), seqlen_q, seqlen_k, softmax_scale};
   launch_fwd(plan, q, k, v, out, lse, std::nullopt, std::nullopt, std::nullopt, std::nullopt, std::nullopt,
              std::nullopt, causal, -1, -1, 0.0, num_splits);
 }

@@ -1,4 +1,4 @@
-// Kernel library "fa1_<dtype>_hd<head_dim>" (FlashAttention-1's loop order): exports tfi_fwd and tfi_fwd_workspace (api.h).
+// Kernel library "fa1_<dtype>_hd<head_dim>" (FlashAttention-1's loop order): exports tfi_fwd, tfi_fwd_workspace and tfi_fwd_counters (api.h).
 #include "torch_flashinfer/api.h"
 
 #include "common/variant.h"
@@ -13,3 +13,5 @@ TFI_EXPORT const char* tfi_fwd(const torch_flashinfer::FwdParams* p, cudaStream_
 TFI_EXPORT long long tfi_fwd_workspace(const torch_flashinfer::FwdParams* p) {
   return torch_flashinfer::fa1::workspace_floats(*p, TFI_HEAD_DIM);
 }
+
+TFI_EXPORT long long tfi_fwd_counters(const torch_flashinfer::FwdParams*) { return 0; }

@@ -1,4 +1,4 @@
-// Kernel library "split_kv_<dtype>_hd<head_dim>" (decode): exports tfi_fwd and tfi_fwd_workspace (api.h).
+// Kernel library "split_kv_<dtype>_hd<head_dim>" (decode): exports tfi_fwd, tfi_fwd_workspace and tfi_fwd_counters (api.h).
 #include "torch_flashinfer/api.h"
 
 #include "common/variant.h"
@@ -15,4 +15,10 @@ TFI_EXPORT long long tfi_fwd_workspace(const torch_flashinfer::FwdParams* p) {
   using namespace torch_flashinfer;
   if (variant_mismatch(*p) != nullptr || p->cu_seqlens_q != nullptr) return 0;
   return decode::workspace_split_kv<TFI_HEAD_DIM>(*p);
+}
+
+TFI_EXPORT long long tfi_fwd_counters(const torch_flashinfer::FwdParams* p) {
+  using namespace torch_flashinfer;
+  if (variant_mismatch(*p) != nullptr || p->cu_seqlens_q != nullptr) return 0;
+  return decode::counters_split_kv<TFI_HEAD_DIM>(*p);
 }

@@ -9,6 +9,10 @@
 
 // fp32 scratch floats a call needs in FwdParams::workspace (0: none); the caller allocates it.
 using tfi_fwd_workspace_fn = long long (*)(const torch_flashinfer::FwdParams*);
+// uint32 counters a call needs in FwdParams::counters (0: none). The caller provides them zeroed
+// and the call leaves them zeroed when it completes, so one buffer serves every call on a stream
+// (a CUDA graph capture takes a fresh zeroed one: its replays may run on any stream).
+using tfi_fwd_counters_fn = long long (*)(const torch_flashinfer::FwdParams*);
 // Returns nullptr on success, else a static message.
 using tfi_fwd_fn = const char* (*)(const torch_flashinfer::FwdParams*, cudaStream_t);
 using tfi_append_kv_fn = const char* (*)(const torch_flashinfer::AppendKvParams*, cudaStream_t);

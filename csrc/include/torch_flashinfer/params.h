@@ -60,6 +60,10 @@ struct FwdParams {
   // output (rows, heads_q, d) then (max, sum) per row and head.
   float* workspace;
   int64_t workspace_floats;
+  // Counters kept by the caller per stream, zero before a call and zero again after it (see
+  // api.h tfi_fwd_counters): split_kv counts the finished splits of each work item.
+  uint32_t* counters;
+  int64_t num_counters;
 };
 
 struct AppendKvParams {

@@ -1,7 +1,6 @@
 // Thin wrappers over the sm80 instructions the kernels are built from: cp.async (global ->
 // shared, zero-fill when out of range), ldmatrix (shared -> mma fragments), mma.sync m16n8k16
-// with fp32 accumulation, and fp32 -> fp16/bf16 packing; and the sm90 cluster instructions of
-// the split-KV merge.
+// with fp32 accumulation, and fp32 -> fp16/bf16 packing.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -99,33 +98,6 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t add
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(addr));
 }
-
-// Thread block clusters (sm_90+): a barrier over the cluster's CTAs (release / acquire: shared
-// memory written before it is visible to the cluster after it), and loads from another CTA's
-// shared memory (distributed shared memory) at the address of `local` in CTA `rank`.
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-__device__ __forceinline__ void cluster_sync() {
-  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
-}
-__device__ __forceinline__ uint32_t cluster_smem_addr(uint32_t local, int rank) {
-  uint32_t remote;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(local), "r"(rank));
-  return remote;
-}
-__device__ __forceinline__ float ld_cluster(uint32_t addr) {
-  float v;
-  asm volatile("ld.shared::cluster.f32 %0, [%1];\n" : "=f"(v) : "r"(addr) : "memory");
-  return v;
-}
-__device__ __forceinline__ float4 ld_cluster_v4(uint32_t addr) {
-  float4 v;
-  asm volatile("ld.shared::cluster.v4.f32 {%0,%1,%2,%3}, [%4];\n"
-               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
-               : "r"(addr)
-               : "memory");
-  return v;
-}
-#endif
 
 __device__ __forceinline__ float fast_exp2(float x) {
   float y;

@@ -1,6 +1,5 @@
 // Host side of split-KV decode for one (dtype, head_dim): the plan (m-tiles and splits; the one
-// place where those are chosen), the workspace it needs, the launch of the split kernel and of
-// the combine.
+// place where those are chosen), the workspace and counters it needs, and the launch.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -12,42 +11,13 @@
 
 namespace torch_flashinfer::decode {
 
-// Programmatic dependent launch needs sm_90+; the answer is cached per device.
-inline bool sm90_or_newer() {
-  static int major[64] = {0};
-  int device = 0;
-  cudaGetDevice(&device);
-  if (device >= 64) return false;
-  if (major[device] == 0) cudaDeviceGetAttribute(&major[device], cudaDevAttrComputeCapabilityMajor, device);
-  return major[device] >= 9;
-}
-
-// Thread block clusters of up to kMaxClusterSplits CTAs: sm90+ (cached per device).
-// -DTFI_SPLIT_KV_CLUSTER=0 builds a library without the cluster merge (tuning).
-#ifndef TFI_SPLIT_KV_CLUSTER
-#define TFI_SPLIT_KV_CLUSTER 1
-#endif
-inline bool cluster_merge_supported() {
-  static int supported[64] = {0};  // 0 unknown, 1 yes, 2 no
-  int device = 0;
-  cudaGetDevice(&device);
-  if (device >= 64 || !TFI_SPLIT_KV_CLUSTER) return false;
-  if (supported[device] == 0) {
-    int cluster = 0;
-    cudaDeviceGetAttribute(&cluster, cudaDevAttrClusterLaunch, device);
-    supported[device] = sm90_or_newer() && cluster ? 1 : 2;
-  }
-  return supported[device] == 1;
-}
-
 // How a call is laid out on the GPU, from shapes only (never device data: a captured CUDA graph
 // replays it for any cache_seqlens).
 struct Plan {
-  int m_tiles;         // 16-row m-tiles per item
-  int row_blocks;      // items per (sequence, K/V head)
-  long long items;     // batch * heads_k * row_blocks
-  int splits;          // key chunks per item, one CTA each
-  bool cluster_merge;  // splits > 1 merged by the item's cluster (else: workspace + combine_kernel)
+  int m_tiles;       // 16-row m-tiles per item
+  int row_blocks;    // items per (sequence, K/V head)
+  long long items;   // batch * heads_k * row_blocks
+  int splits;        // key chunks per item, one CTA each
 };
 
 // Splits: enough CTAs for one per SM, each with at least kMinSplitKeys keys (of the capacity: a
@@ -56,7 +26,7 @@ struct Plan {
 // - split counts (benchmarks/results/h100/split_kv_mappings.json): the fastest of every decode
 //   shape is within 3 % of this rule's. b1 32/8 heads: 16 splits, 25.0 us at 8k keys, 63.0 us
 //   at 32k (cuDNN 26.2, 63.6); from 128 sequence-heads on, one split (b16 32/8 8k keys: 204 us,
-//   2 splits 209); more splits than one wave cost the combine and a second wave (b1 8k: 32
+//   2 splits 209); more splits than one wave cost the merge and a second wave (b1 8k: 32
 //   splits 26.6 us, 128 splits 42.2 us); a split below ~256 keys costs more than it spreads
 //   (b1 32/32 128 keys: 8.3 us, 2 splits 10.8). A warp-per-item mapping (no merge) was within
 //   2 % of this everywhere and is not kept.
@@ -96,8 +66,6 @@ struct Variant {
     if (cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmem)) != cudaSuccess ||
         cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared) !=
             cudaSuccess ||
-        (cluster_merge_supported() &&
-         cudaFuncSetAttribute(k, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess) ||
         cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, k, S::kThreads, kSmem) != cudaSuccess) {
       cudaGetLastError();
       return 0;
@@ -109,25 +77,8 @@ struct Variant {
   static const char* launch(const FwdParams& p, const Plan& plan, KvMode mode, cudaStream_t stream) {
     if (ctas_per_sm(mode) == 0) return "split_kv: the kernel's shared memory does not fit this device";
     if (plan.items > 0x7fffffffLL) return "decode grid too large";
-    const dim3 grid(unsigned(plan.items), unsigned(plan.splits));
-    if (!plan.cluster_merge) {
-      kernel(mode)<<<grid, S::kThreads, kSmem, stream>>>(p, plan.row_blocks, false);
-      return nullptr;
-    }
-    cudaLaunchConfig_t config = {};
-    config.gridDim = grid;
-    config.blockDim = dim3(S::kThreads);
-    config.dynamicSmemBytes = kSmem;
-    config.stream = stream;
-    cudaLaunchAttribute attr;
-    attr.id = cudaLaunchAttributeClusterDimension;
-    attr.val.clusterDim.x = 1;
-    attr.val.clusterDim.y = unsigned(plan.splits);  // an item's splits
-    attr.val.clusterDim.z = 1;
-    config.attrs = &attr;
-    config.numAttrs = 1;
-    const cudaError_t e = cudaLaunchKernelEx(&config, kernel(mode), p, plan.row_blocks, true);
-    return e == cudaSuccess ? nullptr : cudaGetErrorString(e);
+    kernel(mode)<<<dim3(unsigned(plan.items), unsigned(plan.splits)), S::kThreads, kSmem, stream>>>(p, plan.row_blocks);
+    return nullptr;
   }
 };
 
@@ -157,14 +108,13 @@ Plan make_plan(const FwdParams& p) {
     const long long fill = plan.items > 0 ? p.num_sms / plan.items : 1;
     plan.splits = int(std::max(1LL, std::min<long long>({fill, kMaxSplits, p.seqlen_k / kMinSplitKeys})));
   }
-  plan.cluster_merge = plan.splits > 1 && plan.splits <= kMaxClusterSplits && cluster_merge_supported();
   return plan;
 }
 
-// fp32 scratch for the partial outputs and lse of every split (none with one split or a cluster merge).
+// fp32 scratch for the partial outputs and lse of every split (none with one split).
 inline long long workspace_floats(const FwdParams& p, const Plan& plan, int head_dim) {
   const long long rows_total = (long long)p.batch * p.seqlen_q * p.heads_q;
-  return plan.splits > 1 && !plan.cluster_merge ? (long long)plan.splits * rows_total * (head_dim + 1) : 0;
+  return plan.splits > 1 ? (long long)plan.splits * rows_total * (head_dim + 1) : 0;
 }
 
 template <int kHeadDim>
@@ -172,14 +122,21 @@ long long workspace_split_kv(const FwdParams& p) {
   return workspace_floats(p, make_plan<kHeadDim>(p), kHeadDim);
 }
 
+// One counter per item when the keys are split: its splits count themselves done (api.h).
+template <int kHeadDim>
+long long counters_split_kv(const FwdParams& p) {
+  const Plan plan = make_plan<kHeadDim>(p);
+  return plan.splits > 1 ? plan.items : 0;
+}
+
 template <typename T, int kHeadDim>
 const char* run_split_kv(const FwdParams& params, cudaStream_t stream) {
   const Plan plan = make_plan<kHeadDim>(params);
   const long long rows_total = (long long)params.batch * params.seqlen_q * params.heads_q;
   if (rows_total == 0 || plan.items == 0) return nullptr;
-  const long long workspace = workspace_floats(params, plan, kHeadDim);
-  if (workspace > 0 && (params.workspace == nullptr || params.workspace_floats < workspace)) {
-    return "split-KV workspace missing or too small";
+  if (plan.splits > 1 && (params.workspace == nullptr || params.workspace_floats < workspace_floats(params, plan, kHeadDim) ||
+                          params.counters == nullptr || params.num_counters < plan.items)) {
+    return "split-KV workspace or counters missing or too small";
   }
   FwdParams p = params;
   p.num_splits = plan.splits;
@@ -188,21 +145,6 @@ const char* run_split_kv(const FwdParams& params, cudaStream_t stream) {
     return Variant<T, kHeadDim, decltype(mt)::value>::launch(p, plan, mode, stream);
   });
   if (err != nullptr) return err;
-  if (plan.splits > 1 && !plan.cluster_merge) {
-    // Programmatic dependent launch: the combine grid is scheduled while the split grid drains
-    // (it waits in griddepcontrol.wait), hiding one launch latency; graph capture keeps the edge.
-    cudaLaunchConfig_t config = {};
-    config.gridDim = dim3(unsigned((rows_total + 3) / 4));
-    config.blockDim = dim3(128);
-    config.stream = stream;
-    cudaLaunchAttribute attr;
-    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr.val.programmaticStreamSerializationAllowed = 1;
-    config.attrs = &attr;
-    config.numAttrs = sm90_or_newer() ? 1 : 0;
-    const cudaError_t e = cudaLaunchKernelEx(&config, combine_kernel<T, kHeadDim>, p);
-    if (e != cudaSuccess) return cudaGetErrorString(e);
-  }
   const cudaError_t e = cudaGetLastError();
   return e == cudaSuccess ? nullptr : cudaGetErrorString(e);
 }

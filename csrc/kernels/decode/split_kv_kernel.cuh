@@ -9,11 +9,9 @@
 // A CTA of four warps owns one (item, split); its warps take interleaved 16-key tiles, each
 // streaming them through a private cp.async ring (kStages deep) with no block-wide barrier in
 // the loop, and merge their softmax states through shared memory at the end. With one split
-// the CTA writes the output. With several, on sm90 the splits of an item are one thread block
-// cluster: each CTA leaves its normalised fp32 partial output and lse in its shared memory and
-// merges a share of the item's rows from all of them (distributed shared memory): one launch, no
-// scratch. Elsewhere (or with more splits than a cluster holds) it writes them to the fp32
-// workspace and combine_kernel merges them.
+// the CTA writes the output; with several it writes a normalised fp32 partial output and its
+// lse to the workspace, and the item's last split to finish (a per-item counter) merges them:
+// one launch per call.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -29,8 +27,7 @@ namespace torch_flashinfer::decode {
 
 constexpr int kWarps = 4;
 constexpr int kKeys = 16;         // keys per warp tile
-constexpr int kMaxSplits = 128;   // combine_kernel keeps one weight per split in shared memory
-constexpr int kMaxClusterSplits = 16;  // the largest (non-portable) cluster of the H100
+constexpr int kMaxSplits = 128;   // the merge keeps one weight per split and warp in shared memory
 // Shared memory per SM for CTAs: 228 KB on the H100 (1 KB of it reserved per CTA).
 constexpr int kSmemPerSm = 228 * 1024;
 
@@ -62,17 +59,11 @@ struct Shape {
   static constexpr int kDTiles = kHeadDim / 8;
   static constexpr int kChunksPerRow = kHeadDim / 8;
 
-  // After the loop the ring holds the warp merge, then this split's partial result (cluster merge).
-  static constexpr size_t kMergeBytes = size_t(kWarps) * kRows * (2 + kMergeStride) * sizeof(float);
-  static constexpr size_t kPartBytes = size_t(kRows) * (kHeadDim + 1) * sizeof(float);
-
   static constexpr size_t smem_bytes() {
     const size_t ring = size_t(kWarps) * kStages * kWarpStageBytes;
-    const size_t after = kMergeBytes + kPartBytes;
-    return kQBytes + (ring > after ? ring : after);
+    const size_t merge = size_t(kWarps) * kRows * (2 + kMergeStride) * sizeof(float);
+    return kQBytes + (ring > merge ? ring : merge);
   }
-  static_assert(kQBytes + kMergeBytes + kPartBytes <= size_t(kBudget) || kCtasPerSm == 1,
-                "the merge areas fit the CTA's share of shared memory");
 };
 
 // Packed row r of K/V head hk: query token r / group, query head hk * group + r % group.
@@ -87,14 +78,81 @@ __device__ __forceinline__ int64_t partial_row(const FwdParams& p, int b, int i,
   return (int64_t(b) * p.seqlen_q + i) * p.heads_q + h;
 }
 
+// kVec consecutive floats from a kVec * 4-byte aligned address, in one load that bypasses L1
+// (the partial results were written by other CTAs of the running grid).
+template <int kVec>
+__device__ __forceinline__ void load_floats_cg(const float* src, float (&v)[kVec]) {
+  if constexpr (kVec == 4) {
+    const float4 x = __ldcg(reinterpret_cast<const float4*>(src));
+    v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w;
+  } else if constexpr (kVec == 2) {
+    const float2 x = __ldcg(reinterpret_cast<const float2*>(src));
+    v[0] = x.x, v[1] = x.y;
+  } else {
+    v[0] = __ldcg(src);
+  }
+}
+
+// Merges the splits of output row (b, i, h), by one warp: out = sum_s w_s o_s / sum_s w_s,
+// w_s = exp(lse_s - max). The lanes read the splits' lse in parallel and keep their weights in
+// `weights` (shared memory, kMaxSplits), so the partial outputs are then read with several loads
+// in flight: a chain of one dependent read per split costs an L2 latency each.
+template <typename T, int kHeadDim>
+__device__ __forceinline__ void merge_row(const FwdParams& p, const Sequence& seq, int b, int i, int h, int splits,
+                                          float* weights, int lane) {
+  using Traits = DtypeTraits<T>;
+  const int64_t rows = int64_t(p.batch) * p.seqlen_q * p.heads_q;
+  const int64_t row = partial_row(p, b, i, h);
+  const float* split_lse = p.workspace + int64_t(splits) * rows * kHeadDim;
+  float m = -INFINITY;
+  for (int s = lane; s < splits; s += 32) m = fmaxf(m, __ldcg(split_lse + s * rows + row));
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
+  float wsum = 0.f;
+  for (int s = lane; s < splits; s += 32) {
+    const float lse = __ldcg(split_lse + s * rows + row);
+    const float w = lse == -INFINITY ? 0.f : __expf(lse - m);  // m is finite when any lse is
+    weights[s] = w;
+    wsum += w;
+  }
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) wsum += __shfl_xor_sync(0xffffffffu, wsum, off);
+  __syncwarp();
+
+  // Each lane owns kVec consecutive columns of every 32 * kVec: 16-byte loads for d = 128, 256.
+  constexpr int kCols = kHeadDim / 32;
+  constexpr int kVec = kCols % 4 == 0 ? 4 : kCols % 2 == 0 ? 2 : 1;
+  float acc[kCols] = {};
+#pragma unroll 4
+  for (int s = 0; s < splits; ++s) {
+    const float w = weights[s];
+    const float* po = p.workspace + (s * rows + row) * kHeadDim + lane * kVec;
+#pragma unroll
+    for (int c = 0; c < kCols / kVec; ++c) {
+      float part[kVec];
+      load_floats_cg<kVec>(po + c * 32 * kVec, part);
+#pragma unroll
+      for (int e = 0; e < kVec; ++e) acc[c * kVec + e] += w * part[e];
+    }
+  }
+  __syncwarp();  // `weights` is reused for the warp's next row
+  const float inv = wsum > 0.f ? 1.f / wsum : 0.f;
+  T* o = static_cast<T*>(p.out) + seq.o_offset + int64_t(i) * p.o_row_stride + int64_t(h) * p.o_head_stride + lane * kVec;
+#pragma unroll
+  for (int c = 0; c < kCols / kVec; ++c)
+#pragma unroll
+    for (int e = 0; e < kVec; ++e) o[c * 32 * kVec + e] = Traits::from_float(acc[c * kVec + e] * inv);
+  if (lane == 0) p.lse[seq.lse_offset + int64_t(h) * p.lse_head_stride + i] = wsum > 0.f ? m + __logf(wsum) : -INFINITY;
+}
+
 // Attends the packed query rows [row_block * kRows, +kRows) of (sequence b, K/V head hk) to
 // chunk `split` of `splits` of their keys: with one split it writes out and lse, else the
-// partial result of the split -- to the workspace, or (cluster_merge: the item's splits are the
-// CTAs of one cluster, rank = split) to shared memory, merged by the cluster. Run by the whole
-// CTA; also the decode path of the FA2 kernel's short sequences (fa2/fwd_kernel.cuh).
+// partial result of the split, and the last of the item's splits to finish merges them all.
+// Run by the whole CTA; also the decode path of the FA2 kernel's short sequences
+// (fa2/fwd_kernel.cuh, one split).
 template <typename T, typename S, KvMode kMode>
 __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& seq, unsigned char* smem_raw, int b,
-                                            int hk, int row_block, int split, int splits, bool cluster_merge) {
+                                            int hk, int row_block, int split, int splits) {
   using Traits = DtypeTraits<T>;
   constexpr int kD = S::kHeadDim, kStride = S::kStride, kMT = S::kMTiles;
   constexpr int kStages = S::kStages, kDT = S::kDTiles, kCPR = S::kChunksPerRow;
@@ -306,8 +364,6 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
   float* sMax = reinterpret_cast<float*>(sRing);  // [warps][rows]
   float* sSum = sMax + kWarps * S::kRows;           // [warps][rows]
   float* sO = sSum + kWarps * S::kRows;             // [warps][rows][kMergeStride]
-  float* sPart = sO + kWarps * S::kRows * S::kMergeStride;  // [rows][kD]: this split's result (cluster merge)
-  float* sLse = sPart + S::kRows * kD;                      // [rows]
 #pragma unroll
   for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
@@ -365,148 +421,41 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
       T* o = static_cast<T*>(p.out) + seq.o_offset + int64_t(i) * p.o_row_stride + int64_t(h) * p.o_head_stride;
       *reinterpret_cast<uint32_t*>(o + col) = Traits::pack(o0, o1);
       if (col == 0) p.lse[seq.lse_offset + int64_t(h) * p.lse_head_stride + i] = lse;
-    } else if (cluster_merge) {
-      *reinterpret_cast<float2*>(sPart + r * kD + col) = make_float2(o0, o1);
-      if (col == 0) sLse[r] = lse;
     } else {
       const int64_t row = partial_row(p, b, i, h);
       *reinterpret_cast<float2*>(p.workspace + (int64_t(split) * rows_total + row) * kD + col) = make_float2(o0, o1);
       if (col == 0) split_lse[int64_t(split) * rows_total + row] = lse;
     }
   }
+  if (splits == 1) return;
 
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  if (cluster_merge) {
-    // Every split's partial result is in its CTA's shared memory once all have arrived; CTA
-    // `split` merges the item's (row, 4-column) chunks split, split + splits, ..., reading each
-    // split's lse and partial chunk from its CTA: out = sum_s w_s o_s / sum_s w_s,
-    // w_s = exp(lse_s - max_s lse_s).
-    cluster_sync();
-    constexpr int kQuads = kD / 4;
-    const uint32_t part_addr = smem_addr(sPart), lse_addr = smem_addr(sLse);
-    for (int c = tid * splits + split; c < S::kRows * kQuads; c += S::kThreads * splits) {
-      const int r = c / kQuads, col = (c % kQuads) * 4, pr = r0 + r;
-      if (pr >= r_end) continue;
-      float lse_s[kMaxClusterSplits];
-      float m = -INFINITY;
-#pragma unroll
-      for (int sp = 0; sp < kMaxClusterSplits; ++sp) {
-        lse_s[sp] = sp < splits ? ld_cluster(cluster_smem_addr(lse_addr + r * 4, sp)) : -INFINITY;
-        m = fmaxf(m, lse_s[sp]);
-      }
-      float wsum = 0.f, o[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-      for (int sp = 0; sp < kMaxClusterSplits; ++sp) {
-        if (sp < splits) {
-          const float w = lse_s[sp] == -INFINITY ? 0.f : __expf(lse_s[sp] - m);
-          const float4 x = ld_cluster_v4(cluster_smem_addr(part_addr + (r * kD + col) * 4, sp));
-          wsum += w;
-          o[0] += w * x.x, o[1] += w * x.y, o[2] += w * x.z, o[3] += w * x.w;
-        }
-      }
-      const float inv = wsum > 0.f ? 1.f / wsum : 0.f;
-      const int i = map.token(pr), h = map.head(hk, pr);
-      T* out = static_cast<T*>(p.out) + seq.o_offset + int64_t(i) * p.o_row_stride + int64_t(h) * p.o_head_stride;
-      *reinterpret_cast<uint2*>(out + col) = make_uint2(Traits::pack(o[0] * inv, o[1] * inv),
-                                                        Traits::pack(o[2] * inv, o[3] * inv));
-      if (col == 0) {
-        p.lse[seq.lse_offset + int64_t(h) * p.lse_head_stride + i] = wsum > 0.f ? m + __logf(wsum) : -INFINITY;
-      }
-    }
-    cluster_sync();  // no CTA leaves while another still reads its shared memory
+  // Count this split as done: the item's counter (p.counters, zero before the launch) reaches
+  // splits - 1 in the last one, which resets it to zero (atomicInc wraps) and merges the item's
+  // rows -- their partial results are all in the workspace by then.
+  int* s_last = reinterpret_cast<int*>(sQ);  // Q's shared memory is free after the key loop
+  __threadfence();  // this CTA's partial result is visible to the whole GPU before it is counted
+  __syncthreads();
+  if (tid == 0) {
+    const int item = (b * p.heads_k + hk) * ((map.rows + S::kRows - 1) / S::kRows) + row_block;
+    *s_last = atomicInc(p.counters + item, unsigned(splits - 1)) == unsigned(splits - 1);
   }
-#endif
+  __syncthreads();  // also: every warp is done with the merge area, the weights may go there
+  if (!*s_last) return;
+  __threadfence();
+  float* weights = reinterpret_cast<float*>(sRing) + warp * kMaxSplits;
+  for (int pr = r0 + warp; pr < r_end; pr += kWarps) {
+    merge_row<T, kD>(p, seq, b, map.token(pr), map.head(hk, pr), splits, weights, lane);
+  }
 }
 
 template <typename T, typename S, KvMode kMode>
-__global__ void __launch_bounds__(S::kThreads, S::kCtasPerSm) split_kv_kernel(const __grid_constant__ FwdParams p, int row_blocks, bool cluster_merge) {
+__global__ void __launch_bounds__(S::kThreads, S::kCtasPerSm) split_kv_kernel(const __grid_constant__ FwdParams p, int row_blocks) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int item = int(blockIdx.x);
   const int bhk = item / row_blocks;
   const int b = bhk / p.heads_k;
   decode_item<T, S, kMode>(p, load_sequence(p, b), smem_raw, b, bhk % p.heads_k, item % row_blocks, blockIdx.y,
-                           p.num_splits, cluster_merge);
-}
-
-// kVec consecutive floats from a kVec * 4-byte aligned address, in one load.
-template <int kVec>
-__device__ __forceinline__ void load_floats(const float* src, float (&v)[kVec]) {
-  if constexpr (kVec == 4) {
-    const float4 x = *reinterpret_cast<const float4*>(src);
-    v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w;
-  } else if constexpr (kVec == 2) {
-    const float2 x = *reinterpret_cast<const float2*>(src);
-    v[0] = x.x, v[1] = x.y;
-  } else {
-    v[0] = *src;
-  }
-}
-
-// Merge the splits of every output row: out = sum_s w_s o_s / sum_s w_s, w_s = exp(lse_s - max).
-// One warp per (b, i, h) row. The splits' lse are read by the lanes in parallel and their weights
-// kept in shared memory, so the partial outputs are read with several loads in flight: a chain of
-// one dependent read per split would cost a memory latency each (~0.5 us per split from L2).
-template <typename T, int kHeadDim>
-__global__ void __launch_bounds__(128) combine_kernel(const __grid_constant__ FwdParams p) {
-  using Traits = DtypeTraits<T>;
-  // Launched as a programmatic dependent of the split kernel: it may start before that grid
-  // ends, so wait here until the partial results are visible.
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
-#endif
-  __shared__ float s_weight[4][kMaxSplits];
-  const int64_t rows = int64_t(p.batch) * p.seqlen_q * p.heads_q;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t row = int64_t(blockIdx.x) * 4 + warp;
-  if (row >= rows) return;
-  const int splits = p.num_splits;
-  const float* split_lse = p.workspace + int64_t(splits) * rows * kHeadDim;
-
-  float m = -INFINITY;
-  for (int s = lane; s < splits; s += 32) m = fmaxf(m, split_lse[s * rows + row]);
-#pragma unroll
-  for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
-  float wsum = 0.f;
-  for (int s = lane; s < splits; s += 32) {
-    const float lse = split_lse[s * rows + row];
-    const float w = lse == -INFINITY ? 0.f : __expf(lse - m);  // m is finite when any lse is
-    s_weight[warp][s] = w;
-    wsum += w;
-  }
-#pragma unroll
-  for (int off = 16; off > 0; off /= 2) wsum += __shfl_xor_sync(0xffffffffu, wsum, off);
-  __syncwarp();
-
-  // Each lane owns kVec consecutive columns of every 32 * kVec: 16-byte loads for d = 128, 256.
-  constexpr int kCols = kHeadDim / 32;
-  constexpr int kVec = kCols % 4 == 0 ? 4 : kCols % 2 == 0 ? 2 : 1;
-  float acc[kCols] = {};
-#pragma unroll 4
-  for (int s = 0; s < splits; ++s) {
-    const float w = s_weight[warp][s];
-    const float* po = p.workspace + (s * rows + row) * kHeadDim + lane * kVec;
-#pragma unroll
-    for (int c = 0; c < kCols / kVec; ++c) {
-      float part[kVec];
-      load_floats<kVec>(po + c * 32 * kVec, part);
-#pragma unroll
-      for (int e = 0; e < kVec; ++e) acc[c * kVec + e] += w * part[e];
-    }
-  }
-  const float inv = wsum > 0.f ? 1.f / wsum : 0.f;
-  const int h = int(row % p.heads_q);
-  const int i = int((row / p.heads_q) % p.seqlen_q);
-  const int b = int(row / (int64_t(p.heads_q) * p.seqlen_q));
-  const int64_t o_off = int64_t(b) * p.o_batch_stride + int64_t(i) * p.o_row_stride + int64_t(h) * p.o_head_stride;
-  T* o = static_cast<T*>(p.out) + o_off + lane * kVec;
-#pragma unroll
-  for (int c = 0; c < kCols / kVec; ++c)
-#pragma unroll
-    for (int e = 0; e < kVec; ++e) o[c * 32 * kVec + e] = Traits::from_float(acc[c * kVec + e] * inv);
-  if (lane == 0) {
-    p.lse[int64_t(b) * p.lse_batch_stride + int64_t(h) * p.lse_head_stride + i] =
-        wsum > 0.f ? m + __logf(wsum) : -INFINITY;
-  }
+                           p.num_splits);
 }
 
 }  // namespace torch_flashinfer::decode

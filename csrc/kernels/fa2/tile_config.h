@@ -16,17 +16,19 @@ struct Tile {
 // shape, the runner-up, and SDPA's FlashAttention-2 in the same run (benchmarks/tune_fa2.py,
 // benchmarks/results/h100/fa2_tiles.json). Two 16-row m-tiles per warp (4 warps x 32 rows) feed
 // every K/V fragment read from shared memory to two mma, halving shared-memory traffic; past
-// d=128 the O accumulators no longer fit twice, so each warp owns one m-tile.
+// d=128 the O accumulators no longer fit twice, so each warp owns one m-tile. One K/V stage
+// (fwd_kernel.cuh) wins only at d=192, where it lets two 64-row CTAs share an SM; elsewhere two
+// stages are faster (d=256 64x64x4: 193 / 189 with one stage, 213 / 202 with two).
 constexpr Tile default_tile(int head_dim) {
   switch (head_dim) {
-    case 32: return Tile{128, 64, 4};   // 218 / 197; 128x128x4 205 / 186; flash 215 / 196
-    case 64: return Tile{128, 128, 4};  // 291 / 268; 128x64x4 278 / 253; flash 300 / 278
-    case 96: return Tile{128, 64, 4};   // 283 / 260; 128x64x8 258 / 238; flash 332 / 312
-    case 128: return Tile{128, 64, 4};  // 335 / 301; 128x32x4 307 / 277; flash 343 / 293
-    case 160: return Tile{64, 64, 4};   // 254 / 236; 128x64x8 232 / 203; flash 239 / 224
-    case 192: return Tile{128, 64, 8};  // 256 / 227; 64x32x4 238 / 228; flash 319 / 293
-    case 224: return Tile{128, 64, 8};  // 255 / 227; 64x32x4 234 / 230; flash 245 / 232
-    default: return Tile{128, 64, 8};   // d=256: 264 / 236; 64x32x4 255 / 231; flash 305 / 281
+    case 32: return Tile{128, 64, 4};      // 218 / 197; 128x128x4 205 / 186; flash 215 / 196
+    case 64: return Tile{128, 128, 4};     // 280 / 267; 128x64x4 289 / 258; flash 296 / 260
+    case 96: return Tile{128, 64, 4};      // 290 / 274; 1 stage 287 / 257; flash 323 / 287
+    case 128: return Tile{128, 64, 4};     // 331 / 298; 1 stage 305 / 291; flash 327 / 297
+    case 160: return Tile{64, 64, 4};      // 254 / 236; 128x64x8 232 / 203; flash 239 / 224
+    case 192: return Tile{64, 64, 4, 1};   // 259 / 239; 128x64x8 254 / 223; flash 318 / 280
+    case 224: return Tile{128, 64, 8};     // 255 / 227; 64x32x4 234 / 230; flash 245 / 232
+    default: return Tile{128, 64, 8};      // d=256: 268 / 241; 1 stage 257 / 233; flash 302 / 260
   }
 }
 
