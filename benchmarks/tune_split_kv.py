@@ -3,9 +3,9 @@ and cuDNN: the table behind the plan in csrc/kernels/decode/launch.cuh.
 
     python benchmarks/tune_split_kv.py --out benchmarks/results/h100/split_kv.json
 
-For each shape: the shipped plan ("auto"), then for 1, 2 and 3 CTAs per SM (libraries built with
--DTFI_SPLIT_KV_CTAS_PER_SM=n) a range of explicit split counts, each checked against cuDNN's
-output. Times are the benchmark CLI's (L2 flushed before each call).
+For each shape: the shipped plan ("auto"), then each library variant of VARIANTS (1, 2 or 3 CTAs
+per SM, -DTFI_SPLIT_KV_CTAS_PER_SM=n; L2 prefetch size of the K/V copies, -DTFI_DECODE_L2_PREFETCH=bytes)
+over a range of explicit split counts, each checked against cuDNN's output. Times are the benchmark CLI's (L2 flushed before each call).
 """
 
 import argparse
@@ -25,10 +25,17 @@ SHAPES = [(1, 32, 8, 8192), (16, 32, 8, 8192), (64, 32, 8, 8192), (1, 32, 8, 327
 SPLITS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48)
 
 
-def library(ctas_per_sm: int, dtype, head_dim: int):
+# name -> defines: CTAs per SM, and the L2 prefetch size of the K/V copies (split_kv_kernel.cuh,
+# shipped: 128 bytes)
+VARIANTS = {"c1": ("TFI_SPLIT_KV_CTAS_PER_SM=1",), "c2": ("TFI_SPLIT_KV_CTAS_PER_SM=2",),
+            "c3": ("TFI_SPLIT_KV_CTAS_PER_SM=3",),
+            "c2pf0": ("TFI_SPLIT_KV_CTAS_PER_SM=2", "TFI_DECODE_L2_PREFETCH=0"),
+            "c2pf256": ("TFI_SPLIT_KV_CTAS_PER_SM=2", "TFI_DECODE_L2_PREFETCH=256")}
+
+
+def library(name: str, dtype, head_dim: int):
     base = _kernels.fwd_library("split_kv", dtype, head_dim)
-    lib = _build.KernelLibrary(f"{base.name}_c{ctas_per_sm}", base.sources,
-                               base.defines + (f"TFI_SPLIT_KV_CTAS_PER_SM={ctas_per_sm}",))
+    lib = _build.KernelLibrary(f"{base.name}_{name}", base.sources, base.defines + VARIANTS[name])
     handle = ctypes.CDLL(str(_build.build_kernel_library(lib, _build.cuda_archs())))
     return tuple(ctypes.cast(getattr(handle, name), ctypes.c_void_p).value for name in _kernels.FWD_ENTRY_POINTS), handle
 
@@ -40,7 +47,7 @@ def main():
     args = ap.parse_args()
     d, dtype, device = args.head_dim, torch.float16, torch.device("cuda")
     binding = _kernels.binding()
-    libs = {c: library(c, dtype, d) for c in (1, 2, 3)}
+    libs = {name: library(name, dtype, d) for name in VARIANTS}
     copy = timing.copy_gbps(device)
     rows = []
     for b, hq, hk, sk in SHAPES:
@@ -68,8 +75,8 @@ def main():
                     binding.fwd_with_library(*entries, q, k, v, out, lse, 1, sk, d ** -0.5, True, s)
                 call()
                 err = (out.float() - ref.float()).abs().max().item()
-                assert err < 1e-2, f"{c} CTAs/SM, splits={s}: error {err}"
-                timed[f"c{c}_s{s}"] = timing.median_ms(call, device, 30)
+                assert err < 1e-2, f"{c}, splits={s}: error {err}"
+                timed[f"{c}_s{s}"] = timing.median_ms(call, device, 30)
         best = min((t, name) for name, t in timed.items() if name not in ("cudnn", "auto"))
         row = dict(batch=b, heads_q=hq, heads_k=hk, seqlen_k=sk, head_dim=d, kv_mb=kv_bytes / 1e6, ms=timed)
         rows.append(row)

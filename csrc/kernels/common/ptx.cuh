@@ -53,13 +53,40 @@ __device__ __forceinline__ uint32_t smem_addr(const void* p) {
 }
 
 // 16-byte global -> shared copy; copies nothing and zero-fills the destination when !valid.
+// kPrefetch: L2 prefetch size in bytes (0, 64, 128 or 256): a miss fetches that much of the
+// aligned block around the address from DRAM at once (the decode K/V rows, tile_copy.cuh).
+template <int kPrefetch = 0>
 __device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
+  const int n = valid ? 16 : 0;
+  if constexpr (kPrefetch == 256) {
+    asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n));
+  } else if constexpr (kPrefetch == 128) {
+    asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n));
+  } else if constexpr (kPrefetch == 64) {
+    asm volatile("cp.async.cg.shared.global.L2::64B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n));
+  } else {
+    static_assert(kPrefetch == 0, "L2 prefetch: 0, 64, 128 or 256 bytes");
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n));
+  }
 }
 // The same with an L2 cache policy (see l2_evict_first).
+template <int kPrefetch = 0>
 __device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool valid, uint64_t policy) {
-  asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" ::"r"(dst), "l"(src),
-               "r"(valid ? 16 : 0), "l"(policy));
+  const int n = valid ? 16 : 0;
+  if constexpr (kPrefetch == 256) {
+    asm volatile("cp.async.cg.shared.global.L2::cache_hint.L2::256B [%0], [%1], 16, %2, %3;\n" ::"r"(dst), "l"(src),
+                 "r"(n), "l"(policy));
+  } else if constexpr (kPrefetch == 128) {
+    asm volatile("cp.async.cg.shared.global.L2::cache_hint.L2::128B [%0], [%1], 16, %2, %3;\n" ::"r"(dst), "l"(src),
+                 "r"(n), "l"(policy));
+  } else if constexpr (kPrefetch == 64) {
+    asm volatile("cp.async.cg.shared.global.L2::cache_hint.L2::64B [%0], [%1], 16, %2, %3;\n" ::"r"(dst), "l"(src),
+                 "r"(n), "l"(policy));
+  } else {
+    static_assert(kPrefetch == 0, "L2 prefetch: 0, 64, 128 or 256 bytes");
+    asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" ::"r"(dst), "l"(src), "r"(n),
+                 "l"(policy));
+  }
 }
 // An L2 policy for data read once (decode K/V): its lines are the first to be evicted, so a
 // stream of them replaces itself instead of what else the L2 holds (the next kernel's weights,
@@ -75,11 +102,12 @@ struct L2Hint {
   bool enabled;
   uint64_t policy;
 };
+template <int kPrefetch = 0>
 __device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool valid, L2Hint hint) {
   if (hint.enabled) {
-    cp_async_16(dst, src, valid, hint.policy);
+    cp_async_16<kPrefetch>(dst, src, valid, hint.policy);
   } else {
-    cp_async_16(dst, src, valid);
+    cp_async_16<kPrefetch>(dst, src, valid);
   }
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }

@@ -28,6 +28,14 @@ namespace torch_flashinfer::decode {
 constexpr int kWarps = 4;
 constexpr int kKeys = 16;         // keys per warp tile
 constexpr int kMaxSplits = 128;   // the merge keeps one weight per split and warp in shared memory
+// L2 prefetch size of the K/V copies (ptx.cuh): 128 bytes, i.e. whole 128-byte lines of the
+// rows from DRAM. H100, benchmarks/tune_split_kv.py (benchmarks/results/h100/split_kv.json): 2-3 %
+// faster than none on every row of >= 256 MB (b128 32/32 8k keys 5747 vs 5881 us), within 1 %
+// elsewhere; 256 bytes within 1 % of 128. -DTFI_DECODE_L2_PREFETCH=0|64|256 for tuning builds.
+#ifndef TFI_DECODE_L2_PREFETCH
+#define TFI_DECODE_L2_PREFETCH 128
+#endif
+constexpr int kKvPrefetch = TFI_DECODE_L2_PREFETCH;
 // Shared memory per SM for CTAs: 228 KB on the H100 (1 KB of it reserved per CTA).
 constexpr int kSmemPerSm = 228 * 1024;
 
@@ -228,8 +236,8 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
           v_off = int64_t(block) * p.v_batch_stride + int64_t(row) * p.v_row_stride;
         }
       }
-      cp_async_16(smem_addr(sK + r * kStride + col), k_head + (valid ? k_off + col : 0), valid, policy);
-      cp_async_16(smem_addr(sV + r * kStride + col), v_head + (valid ? v_off + col : 0), valid, policy);
+      cp_async_16<kKvPrefetch>(smem_addr(sK + r * kStride + col), k_head + (valid ? k_off + col : 0), valid, policy);
+      cp_async_16<kKvPrefetch>(smem_addr(sV + r * kStride + col), v_head + (valid ? v_off + col : 0), valid, policy);
     }
   };
 #pragma unroll

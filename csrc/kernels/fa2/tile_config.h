@@ -18,17 +18,18 @@ struct Tile {
 // every K/V fragment read from shared memory to two mma, halving shared-memory traffic; past
 // d=128 the O accumulators no longer fit twice, so each warp owns one m-tile. One K/V stage
 // (fwd_kernel.cuh) wins only at d=192, where it lets two 64-row CTAs share an SM; elsewhere two
-// stages are faster (d=256 64x64x4: 193 / 189 with one stage, 213 / 202 with two).
+// stages are faster (d=256 64x64x4: 195 / 188 with one stage, 211 / 199 with two). An L2
+// prefetch on the copies (tile_copy.cuh) gains nothing here.
 constexpr Tile default_tile(int head_dim) {
   switch (head_dim) {
     case 32: return Tile{128, 64, 4};      // 218 / 197; 128x128x4 205 / 186; flash 215 / 196
-    case 64: return Tile{128, 128, 4};     // 280 / 267; 128x64x4 289 / 258; flash 296 / 260
-    case 96: return Tile{128, 64, 4};      // 290 / 274; 1 stage 287 / 257; flash 323 / 287
-    case 128: return Tile{128, 64, 4};     // 331 / 298; 1 stage 305 / 291; flash 327 / 297
+    case 64: return Tile{128, 128, 4};     // 287 / 269; 128x64x4 285 / 260; flash 296 / 274
+    case 96: return Tile{128, 64, 4};      // 307 / 268; 1 stage 287 / 261; flash 307 / 293
+    case 128: return Tile{128, 64, 4};     // 335 / 297; 1 stage 318 / 296; flash 340 / 303
     case 160: return Tile{64, 64, 4};      // 254 / 236; 128x64x8 232 / 203; flash 239 / 224
-    case 192: return Tile{64, 64, 4, 1};   // 259 / 239; 128x64x8 254 / 223; flash 318 / 280
+    case 192: return Tile{64, 64, 4, 1};   // 256 / 239; 128x64x8 255 / 226; flash 318 / 282
     case 224: return Tile{128, 64, 8};     // 255 / 227; 64x32x4 234 / 230; flash 245 / 232
-    default: return Tile{128, 64, 8};      // d=256: 268 / 241; 1 stage 257 / 233; flash 302 / 260
+    default: return Tile{128, 64, 8};      // d=256: 268 / 241; 1 stage 259 / 235; flash 315 / 278
   }
 }
 
