@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call: install, build every kernel, run the GPU tests, then an optional step.
 #   bash benchmarks/gpu_session.sh [tests|alltests|hftests|tune|tune_split|bench|decode|ncu|ncu_decode|llama|sanitize]...
-#   (env: SUITE, SCENARIOS, TUNE_DIMS, LLAMA_ARGS, NCU_CAUSAL)
+#   (env: SUITE, SCENARIOS, BENCH_ARGS, TUNE_DIMS, LLAMA_ARGS, NCU_CAUSAL)
 # Logs and JSON land in $OUT (the device tool brings them back).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 MAX_JOBS=16 TORCH_FLASHINFER_CACHE_DIR=/tmp/tfi_cache
@@ -17,7 +17,7 @@ for step in "$@"; do
     hftests) python3 -m pytest -q tests/test_transformers.py 2>&1 | tee "$OUT/hf_tests.log" | tail -25 ;;
     tune_split) python3 benchmarks/tune_split_kv.py --out "$OUT/split_kv.json" 2>&1 | tee "$OUT/tune_split.log" | tail -20 ;;
     tune) python3 benchmarks/tune_fa2.py --out "$OUT/fa2_tiles.json" --head-dims "${TUNE_DIMS:-64,128,256}" 2>&1 | tee "$OUT/tune.log" | tail -60 ;;
-    bench) python3 -m torch_flashinfer.benchmark --suite "${SUITE:-llm}" ${SCENARIOS:+--scenarios $SCENARIOS} --device cuda --out /tmp/bench 2>&1 | tee "$OUT/bench_${SUITE:-llm}.log" | tail -80
+    bench) python3 -m torch_flashinfer.benchmark --suite "${SUITE:-llm}" ${SCENARIOS:+--scenarios $SCENARIOS} ${BENCH_ARGS:-} --device cuda --out /tmp/bench 2>&1 | tee "$OUT/bench_${SUITE:-llm}.log" | tail -80
            tar -C /tmp -cf "$OUT/bench_${SUITE:-llm}.tar" bench ;;  # one file: at most 8 come back
     ncu) ncu --clock-control none -k regex:fwd_kernel -c 1 --section SpeedOfLight --section WarpStateStats \
            --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --section Occupancy python3 -c "
