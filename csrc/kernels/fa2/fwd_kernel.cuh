@@ -26,10 +26,6 @@
 
 namespace torch_flashinfer::fa2 {
 
-#ifndef TFI_FA2_PIPELINE
-#define TFI_FA2_PIPELINE 0
-#endif
-
 template <int kHeadDim_, int kBlockM_, int kBlockN_, int kNWarps_, int kStages_>
 struct TileShape {
   static constexpr int kHeadDim = kHeadDim_;
@@ -46,8 +42,6 @@ struct TileShape {
   static_assert(kMTiles >= 1 && kBlockM % (16 * kNWarps) == 0, "each warp owns whole 16-row tiles");
   static_assert(kBlockN % 16 == 0 && kHeadDim % 16 == 0, "mma k-steps are 16 wide");
   static_assert(kStages == 1 || kStages == 2, "one or two K/V stages");
-  // Read the next k-step's mma fragments from shared memory while this one's mma run.
-  static constexpr bool kPipelineFragments = TFI_FA2_PIPELINE;
   // Sequences of at most kDecodeMaxSeqlenQ queries take the decode path: one 16-row m-tile of
   // GQA-packed rows whose keys the CTA's warps split (see decode_item). It runs on four warps,
   // so shapes with eight (d >= 192) have none.
@@ -68,7 +62,6 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
   using Traits = DtypeTraits<T>;
   constexpr int kM = Shape::kBlockM, kN = Shape::kBlockN, kD = Shape::kHeadDim, kStride = Shape::kStride;
   constexpr int kMT = Shape::kMTiles, kNT = Shape::kNTiles, kDT = Shape::kDTiles;
-  constexpr bool kPipelineFragments = Shape::kPipelineFragments;
 
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* sQ = reinterpret_cast<T*>(smem_raw);
@@ -165,7 +158,9 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
         for (int e = 0; e < 4; ++e) s[mt][nt][e] = 0.f;
 
     // S = Q K^T
-    auto load_qk_fragments = [&](int ks, uint32_t(&a)[kMT][4], uint32_t(&bk)[kNT / 2][4]) {
+#pragma unroll
+    for (int ks = 0; ks < kD / 16; ++ks) {
+      uint32_t a[kMT][4];
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt) {
         const int row = warp_row0 + mt * 16 + (lane % 16);
@@ -173,34 +168,14 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
       }
 #pragma unroll
       for (int np = 0; np < kNT / 2; ++np) {
+        uint32_t bk[4];
         const int key = np * 16 + (lane % 8) + (lane / 16) * 8;
-        ldmatrix_x4(bk[np], smem_addr(sKs + key * kStride + ks * 16 + ((lane / 8) % 2) * 8));
-      }
-    };
-    auto qk_mma = [&](const uint32_t(&a)[kMT][4], const uint32_t(&bk)[kNT / 2][4]) {
-#pragma unroll
-      for (int np = 0; np < kNT / 2; ++np)
+        ldmatrix_x4(bk, smem_addr(sKs + key * kStride + ks * 16 + ((lane / 8) % 2) * 8));
 #pragma unroll
         for (int mt = 0; mt < kMT; ++mt) {
-          Traits::mma(s[mt][2 * np], a[mt], bk[np][0], bk[np][1]);
-          Traits::mma(s[mt][2 * np + 1], a[mt], bk[np][2], bk[np][3]);
+          Traits::mma(s[mt][2 * np], a[mt], bk[0], bk[1]);
+          Traits::mma(s[mt][2 * np + 1], a[mt], bk[2], bk[3]);
         }
-    };
-    if constexpr (kPipelineFragments) {
-      // The fragments of k-step ks + 1 are read from shared memory while the mma of ks run.
-      uint32_t a[2][kMT][4], bk[2][kNT / 2][4];
-      load_qk_fragments(0, a[0], bk[0]);
-#pragma unroll
-      for (int ks = 0; ks < kD / 16; ++ks) {
-        if (ks + 1 < kD / 16) load_qk_fragments(ks + 1, a[(ks + 1) % 2], bk[(ks + 1) % 2]);
-        qk_mma(a[ks % 2], bk[ks % 2]);
-      }
-    } else {
-#pragma unroll
-      for (int ks = 0; ks < kD / 16; ++ks) {
-        uint32_t a[kMT][4], bk[kNT / 2][4];
-        load_qk_fragments(ks, a, bk);
-        qk_mma(a, bk);
       }
     }
 
@@ -232,36 +207,21 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
     uint32_t p_frag[kMT][kNT][2];
     softmax.update(s, p_frag, acc_o, mod.scale_log2);
 
-    // O += P V: the score accumulator layout of two 8-key tiles is the A fragment of one k-step.
-    // Step i = (k-step, pair of d-tiles) i / (kDT / 2), i % (kDT / 2).
-    constexpr int kPvSteps = kN / 16 * (kDT / 2);
-    auto load_v_fragment = [&](int i, uint32_t(&bv)[4]) {
-      const int key = i / (kDT / 2) * 16 + (lane % 8) + ((lane / 8) % 2) * 8;
-      ldmatrix_x4_trans(bv, smem_addr(sVs + key * kStride + i % (kDT / 2) * 16 + (lane / 16) * 8));
-    };
-    auto pv_mma = [&](int i, const uint32_t(&bv)[4]) {
+    // O += P V: the score accumulator layout of two 8-key tiles is the A fragment of one k-step
 #pragma unroll
-      for (int mt = 0; mt < kMT; ++mt) {
-        uint32_t a[4];
-        p_fragment(p_frag, mt, i / (kDT / 2), a);
-        Traits::mma(acc_o[mt][2 * (i % (kDT / 2))], a, bv[0], bv[1]);
-        Traits::mma(acc_o[mt][2 * (i % (kDT / 2)) + 1], a, bv[2], bv[3]);
-      }
-    };
-    if constexpr (kPipelineFragments) {
-      uint32_t bv[2][4];
-      load_v_fragment(0, bv[0]);
+    for (int ks = 0; ks < kN / 16; ++ks) {
 #pragma unroll
-      for (int i = 0; i < kPvSteps; ++i) {
-        if (i + 1 < kPvSteps) load_v_fragment(i + 1, bv[(i + 1) % 2]);
-        pv_mma(i, bv[i % 2]);
-      }
-    } else {
-#pragma unroll
-      for (int i = 0; i < kPvSteps; ++i) {
+      for (int dp = 0; dp < kDT / 2; ++dp) {
         uint32_t bv[4];
-        load_v_fragment(i, bv);
-        pv_mma(i, bv);
+        const int key = ks * 16 + (lane % 8) + ((lane / 8) % 2) * 8;
+        ldmatrix_x4_trans(bv, smem_addr(sVs + key * kStride + dp * 16 + (lane / 16) * 8));
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          uint32_t a[4];
+          p_fragment(p_frag, mt, ks, a);
+          Traits::mma(acc_o[mt][2 * dp], a, bv[0], bv[1]);
+          Traits::mma(acc_o[mt][2 * dp + 1], a, bv[2], bv[3]);
+        }
       }
     }
     __syncthreads();  // this stage is overwritten by the next iteration's prefetch
