@@ -24,7 +24,7 @@ for step in "$@"; do
 import torch, torch_flashinfer
 q = torch.randn(4, 4096, 32, 128, device='cuda', dtype=torch.float16)
 torch_flashinfer.flash_attn_func(q, q, q, causal=${NCU_CAUSAL:-False})" 2>&1 | tee "$OUT/ncu.log" | grep -vE "^==PROF==" | tail -90 ;;
-    decode) for args in "--seqlen-k 8192 --host" "--seqlen-k 128 --heads-k 32" "--seqlen-k 32768" "--batch 16" "--batch 128 --heads-k 32"; do
+    decode) for args in "--seqlen-k 8192 --host" "--seqlen-k 128 --heads-k 32 --host" "--seqlen-k 32768" "--batch 16" "--batch 128 --heads-k 32"; do
               python3 benchmarks/profile_decode.py $args; done 2>&1 | tee "$OUT/decode.log" ;;
     ncu_decode) ncu --clock-control none -k regex:split_kv -c 1 --section SpeedOfLight --section WarpStateStats \
            --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats python3 benchmarks/profile_decode.py 2>&1 \

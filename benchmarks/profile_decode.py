@@ -1,7 +1,8 @@
 """Time one decode shape several ways, against SDPA cuDNN on the same tensors:
 
-- host: CPU microseconds per eager call (launch-bound loop), beside ``aten.add`` and SDPA, the
-  yardsticks of the host-overhead target (our op at most 10 us above a plain kernel launch);
+- host: CPU microseconds per eager call (launch-bound loops, median of 9 interleaved rounds), beside
+  ``aten.add`` and SDPA, the yardsticks of the host-overhead target (our op at most 10 us above a
+  plain kernel launch);
 - cold: the benchmark CLI's number (CUDA events around one call after an L2 flush that zeroes
   256 MiB, median): the call finds L2 full of dirty lines, whose write-back shares the DRAM;
 - clean: the same after a flush that reads 256 MiB (L2 full of clean lines, as after a decode
@@ -21,16 +22,22 @@ import torch_flashinfer  # noqa: F401
 from torch_flashinfer.benchmark import timing
 
 
-def host_us(fn, n=2000):
-    for _ in range(50):
-        fn()
+def host_us(fns, n=500, repeats=9):
+    """CPU microseconds per call of each fn in a launch-bound loop: the median over `repeats`
+    rounds, the fns interleaved round by round (one host's frequency and noise hit all alike)."""
+    for fn in fns.values():
+        for _ in range(50):
+            fn()
     torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    us = (time.perf_counter() - t0) / n * 1e6
-    torch.cuda.synchronize()
-    return us
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            times[name].append((time.perf_counter() - t0) / n * 1e6)
+            torch.cuda.synchronize()
+    return {name: sorted(t)[repeats // 2] for name, t in times.items()}
 
 
 def graph_us(fn, n=100):
@@ -140,8 +147,8 @@ def main():
             "F.scaled_dot_product_attention": lambda: torch.nn.functional.scaled_dot_product_attention(
                 qt, kt, vt, enable_gqa=a.heads_q != a.heads_k),
         }
-        for name, fn in rows.items():
-            print(f"    host {host_us(fn):6.1f} us/call  {name}")
+        for name, us in host_us(rows).items():
+            print(f"    host {us:6.1f} us/call  {name}")
         from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
