@@ -25,12 +25,15 @@ SHAPES = [(1, 32, 8, 8192), (16, 32, 8, 8192), (64, 32, 8, 8192), (1, 32, 8, 327
 SPLITS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48)
 
 
-# name -> defines: CTAs per SM, and the L2 prefetch size of the K/V copies (split_kv_kernel.cuh,
-# shipped: 128 bytes)
+# name -> defines: CTAs per SM, the L2 prefetch size of the K/V copies (split_kv_kernel.cuh,
+# shipped: 128 bytes) and their L2 policy (shipped: by the cache's size; c2first: always
+# evict-first, c2normal: never)
 VARIANTS = {"c1": ("TFI_SPLIT_KV_CTAS_PER_SM=1",), "c2": ("TFI_SPLIT_KV_CTAS_PER_SM=2",),
             "c3": ("TFI_SPLIT_KV_CTAS_PER_SM=3",),
             "c2pf0": ("TFI_SPLIT_KV_CTAS_PER_SM=2", "TFI_DECODE_L2_PREFETCH=0"),
-            "c2pf256": ("TFI_SPLIT_KV_CTAS_PER_SM=2", "TFI_DECODE_L2_PREFETCH=256")}
+            "c2pf256": ("TFI_SPLIT_KV_CTAS_PER_SM=2", "TFI_DECODE_L2_PREFETCH=256"),
+            "c2first": ("TFI_SPLIT_KV_CTAS_PER_SM=2", "TFI_DECODE_EVICT_FIRST=1"),
+            "c2normal": ("TFI_SPLIT_KV_CTAS_PER_SM=2", "TFI_DECODE_EVICT_FIRST=0")}
 
 
 def library(name: str, dtype, head_dim: int):
@@ -44,10 +47,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     ap.add_argument("--head-dim", type=int, default=128)
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names of VARIANTS")
     args = ap.parse_args()
     d, dtype, device = args.head_dim, torch.float16, torch.device("cuda")
     binding = _kernels.binding()
-    libs = {name: library(name, dtype, d) for name in VARIANTS}
+    libs = {name: library(name, dtype, d) for name in args.variants.split(",")}
     copy = timing.copy_gbps(device)
     rows = []
     for b, hq, hk, sk in SHAPES:

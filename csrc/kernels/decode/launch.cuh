@@ -18,6 +18,7 @@ struct Plan {
   int row_blocks;    // items per (sequence, K/V head)
   long long items;   // batch * heads_k * row_blocks
   int splits;        // key chunks per item, one CTA each
+  bool evict_first;  // K/V copies with the L2 evict-first policy
 };
 
 // Splits: enough CTAs for one per SM, each with at least kMinSplitKeys keys (of the capacity: a
@@ -36,6 +37,15 @@ struct Plan {
 //   (b64 32/8 8k keys, one split: 807 us vs 769). All stop at 2.8-3.0 TB/s where cuDNN reads
 //   3.0-3.1.
 constexpr int kMinSplitKeys = 256;
+// L2 policy of the K/V copies: evict-first while the cache (its capacity, from shapes) is at most
+// kEvictFirstMaxBytes, normal above. Evict-first lines replace each other instead of the lines L2
+// already holds -- dirty ones among them, whose write-back would share the DRAM with the read.
+// benchmarks/results/h100/split_kv_policy.json, evict-first vs normal (us): up to 268 MB it wins
+// (b1 32/8 heads 8k keys, 34 MB: 24.5 vs 27.2; 134 MB: 61.7 vs 65.1 and 63.2 vs 67.6; b8 2k keys,
+// 67 MB: 35.8 vs 40.4; b128 32/32 128 keys, 268 MB: 104.4 vs 105.9), from 537 MB on the normal
+// policy is 0-2.5 % faster (b16 8k: 196.1 vs 201.0; b64 8k: 738 vs 752; b128 32/32 8k: a tie).
+// -DTFI_DECODE_EVICT_FIRST=0|1 forces one (tuning builds).
+constexpr long long kEvictFirstMaxBytes = 256ll << 20;
 #ifdef TFI_SPLIT_KV_CTAS_PER_SM
 constexpr int kCtasPerSm = TFI_SPLIT_KV_CTAS_PER_SM;  // tuning builds
 #else
@@ -77,7 +87,8 @@ struct Variant {
   static const char* launch(const FwdParams& p, const Plan& plan, KvMode mode, cudaStream_t stream) {
     if (ctas_per_sm(mode) == 0) return "split_kv: the kernel's shared memory does not fit this device";
     if (plan.items > 0x7fffffffLL) return "decode grid too large";
-    kernel(mode)<<<dim3(unsigned(plan.items), unsigned(plan.splits)), S::kThreads, kSmem, stream>>>(p, plan.row_blocks);
+    kernel(mode)<<<dim3(unsigned(plan.items), unsigned(plan.splits)), S::kThreads, kSmem, stream>>>(p, plan.row_blocks,
+                                                                                                  plan.evict_first);
     return nullptr;
   }
 };
@@ -108,6 +119,12 @@ Plan make_plan(const FwdParams& p) {
     const long long fill = plan.items > 0 ? p.num_sms / plan.items : 1;
     plan.splits = int(std::max(1LL, std::min<long long>({fill, kMaxSplits, p.seqlen_k / kMinSplitKeys})));
   }
+  const long long kv_bytes = 2LL * p.batch * p.seqlen_k * p.heads_k * kHeadDim * 2;
+#ifdef TFI_DECODE_EVICT_FIRST
+  plan.evict_first = TFI_DECODE_EVICT_FIRST;
+#else
+  plan.evict_first = kv_bytes <= kEvictFirstMaxBytes;
+#endif
   return plan;
 }
 

@@ -160,7 +160,7 @@ __device__ __forceinline__ void merge_row(const FwdParams& p, const Sequence& se
 // (fa2/fwd_kernel.cuh, one split).
 template <typename T, typename S, KvMode kMode>
 __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& seq, unsigned char* smem_raw, int b,
-                                            int hk, int row_block, int split, int splits) {
+                                            int hk, int row_block, int split, int splits, bool evict_first) {
   using Traits = DtypeTraits<T>;
   constexpr int kD = S::kHeadDim, kStride = S::kStride, kMT = S::kMTiles;
   constexpr int kStages = S::kStages, kDT = S::kDTiles, kCPR = S::kChunksPerRow;
@@ -203,7 +203,7 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
   T* ring = sRing + warp * kStages * 2 * kKeys * kStride;
   const int first_key = k_lo + warp * kKeys;
   const int n_tiles = first_key < k_hi ? (k_hi - first_key + kStep - 1) / kStep : 0;
-  const uint64_t policy = l2_evict_first();  // every K/V byte is read once
+  const L2Hint policy{evict_first, l2_evict_first()};  // every K/V byte is read once (launch.cuh)
 
   auto load_tile = [&](int t) {
     const int n0 = first_key + t * kStep;
@@ -457,13 +457,13 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
 }
 
 template <typename T, typename S, KvMode kMode>
-__global__ void __launch_bounds__(S::kThreads, S::kCtasPerSm) split_kv_kernel(const __grid_constant__ FwdParams p, int row_blocks) {
+__global__ void __launch_bounds__(S::kThreads, S::kCtasPerSm) split_kv_kernel(const __grid_constant__ FwdParams p, int row_blocks, bool evict_first) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int item = int(blockIdx.x);
   const int bhk = item / row_blocks;
   const int b = bhk / p.heads_k;
   decode_item<T, S, kMode>(p, load_sequence(p, b), smem_raw, b, bhk % p.heads_k, item % row_blocks, blockIdx.y,
-                           p.num_splits);
+                           p.num_splits, evict_first);
 }
 
 }  // namespace torch_flashinfer::decode
