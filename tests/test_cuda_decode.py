@@ -82,21 +82,31 @@ def test_split_merge_tile_shapes(num_splits, head_dim, heads_q, heads_k, seqlen_
 
 
 def test_split_counters_per_stream():
-    """Split calls count finished splits in per-stream counters: calls queued on two streams at
-    once must not see each other's counts (the merge order is fixed, so results are bitwise equal)."""
-    built = build(Case("cache", [1] * 2, [3000, 1200], 16, 2, 128, torch.float16, causal=True), device="cuda")
-    args = dict(built.args, num_splits=8)
-    expected, _ = torch.ops.flashinfer.fwd(**args, algo="split_kv")
+    """Split calls count finished splits in per-stream counters: calls running on two streams at
+    once (each stream held back by a sleep while both queues fill, so their kernels overlap) on
+    different inputs must not see each other's counts or partial results. The merge order is
+    fixed, so each result is bitwise equal to the same call alone."""
+    case = Case("cache", [1] * 2, [3000, 1200], 16, 2, 128, torch.float16, causal=True)
+    args = [dict(build(case, device="cuda", seed=seed).args, num_splits=8) for seed in (1, 2)]
+    expected = [torch.ops.flashinfer.fwd(**a, algo="split_kv")[0] for a in args]
     streams = [torch.cuda.Stream() for _ in range(2)]
     torch.cuda.synchronize()
+    for stream in streams:
+        with torch.cuda.stream(stream):
+            torch.cuda._sleep(20_000_000)  # ~10 ms of GPU time: the calls below queue up behind it
     outs = []
     for i in range(40):
         with torch.cuda.stream(streams[i % 2]):
-            outs.append(torch.ops.flashinfer.fwd(**args, algo="split_kv")[0])
+            outs.append(torch.ops.flashinfer.fwd(**args[i % 2], algo="split_kv")[0])
     torch.cuda.synchronize()
-    for out in outs:
-        assert torch.equal(out, expected)
-    check_case(built.case, algo="split_kv", built=built)
+    for i, out in enumerate(outs):
+        assert torch.equal(out, expected[i % 2]), f"call {i}"
+
+
+def test_long_cache_normal_l2_policy():
+    """A cache over decode/launch.cuh's kEvictFirstMaxBytes (256 MiB) streams K/V with the normal
+    L2 policy; the rest of the suite's caches are smaller (evict-first)."""
+    check_case(Case("cache", [1] * 2, [33000, 50], 8, 8, 128, torch.float16, causal=True), algo="split_kv")
 
 
 def test_auto_uses_split_kv_for_decode():

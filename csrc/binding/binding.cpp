@@ -58,16 +58,15 @@ struct FwdPlan {
 // Counters that calls leave zeroed (api.h tfi_fwd_counters), one buffer per (device, stream):
 // calls on one stream run in order, so they can share it. A CUDA graph capture gets fresh zeroed
 // counters instead (the zeroing is captured too): its replays may run on any stream, beside
-// eager calls that use this stream's buffer.
-uint32_t* zeroed_counters(const at::Tensor& like, int64_t n, at::Tensor& capture_keep) {
+// eager calls that use this stream's buffer. The caller holds the returned tensor until its
+// launch is queued, so a buffer replaced meanwhile (grown by another thread, or dropped with the
+// table) goes back to the allocator only behind that launch on the stream.
+at::Tensor zeroed_counters(const at::Tensor& like, int64_t n) {
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   TORCH_CHECK(cudaStreamIsCapturing(stream, &capture) == cudaSuccess, "flashinfer.fwd: cudaStreamIsCapturing failed");
   const auto options = like.options().dtype(at::kInt);
-  if (capture != cudaStreamCaptureStatusNone) {
-    capture_keep = at::zeros({n}, options);
-    return reinterpret_cast<uint32_t*>(capture_keep.data_ptr<int32_t>());
-  }
+  if (capture != cudaStreamCaptureStatusNone) return at::zeros({n}, options);
   static std::mutex mutex;
   static std::unordered_map<std::string, at::Tensor> buffers;  // key: device index, stream handle
   std::string key(sizeof(int) + sizeof(cudaStream_t), '\0');
@@ -75,9 +74,10 @@ uint32_t* zeroed_counters(const at::Tensor& like, int64_t n, at::Tensor& capture
   std::memcpy(&key[0], &device, sizeof(int));
   std::memcpy(&key[sizeof(int)], &stream, sizeof(cudaStream_t));
   std::lock_guard<std::mutex> lock(mutex);
+  if (buffers.size() >= 256 && !buffers.count(key)) buffers.clear();  // streams come and go
   at::Tensor& buffer = buffers[key];
   if (!buffer.defined() || buffer.numel() < n) buffer = at::zeros({std::max<int64_t>(n, 4096)}, options);
-  return reinterpret_cast<uint32_t*>(buffer.data_ptr<int32_t>());
+  return buffer;
 }
 
 // Fills the params struct and runs a kernel library's entry point (allocating the fp32 scratch
@@ -145,7 +145,7 @@ void launch_fwd(const FwdPlan& plan, const at::Tensor& q, const at::Tensor& k, c
   p.num_sms = num_sms(q.get_device());
   p.num_splits = static_cast<int32_t>(num_splits);
 
-  at::Tensor workspace, capture_counters;
+  at::Tensor workspace, counters_buffer;
   const long long floats = plan.workspace(&p);
   if (floats > 0) {
     workspace = at::empty({floats}, q.options().dtype(at::kFloat));
@@ -154,7 +154,8 @@ void launch_fwd(const FwdPlan& plan, const at::Tensor& q, const at::Tensor& k, c
   }
   const long long counters = plan.counters(&p);
   if (counters > 0) {
-    p.counters = zeroed_counters(q, counters, capture_counters);
+    counters_buffer = zeroed_counters(q, counters);
+    p.counters = reinterpret_cast<uint32_t*>(counters_buffer.data_ptr<int32_t>());
     p.num_counters = counters;
   }
   const char* err = plan.kernel(&p, c10::cuda::getCurrentCUDAStream().stream());

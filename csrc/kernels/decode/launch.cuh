@@ -24,13 +24,13 @@ struct Plan {
 // Splits: enough CTAs for one per SM, each with at least kMinSplitKeys keys (of the capacity: a
 // shorter sequence gives every split an equal part of what it holds); the CTA shape runs two
 // per SM. Measured on the H100, fp16, d=128 (benchmarks/tune_split_kv.py):
-// - split counts (benchmarks/results/h100/split_kv_mappings.json): the fastest of every decode
-//   shape is within 3 % of this rule's. b1 32/8 heads: 16 splits, 25.0 us at 8k keys, 63.0 us
-//   at 32k (cuDNN 26.2, 63.6); from 128 sequence-heads on, one split (b16 32/8 8k keys: 204 us,
-//   2 splits 209); more splits than one wave cost the merge and a second wave (b1 8k: 32
-//   splits 26.6 us, 128 splits 42.2 us); a split below ~256 keys costs more than it spreads
-//   (b1 32/32 128 keys: 8.3 us, 2 splits 10.8). A warp-per-item mapping (no merge) was within
-//   2 % of this everywhere and is not kept.
+// - split counts (benchmarks/results/h100/split_kv.json, one-launch merge, "c2pf128" there):
+//   b1 32/8 heads: 16 splits, 24.5 us at 8k keys, 61.3 us at 32k (cuDNN 26.3, 63.6); from 128
+//   sequence-heads on, one split (b16 32/8 8k keys: 199.9 us, 2 splits 204.5); more splits than
+//   one wave cost the merge and a second wave (b1 8k: 32 splits 25.4 us, 48 splits 29.9); a
+//   split below ~256 keys costs more than it spreads (b1 32/32 128 keys: 8.5 us, 2 splits 11.1).
+//   The earlier two-launch merge picked the same counts within 3 %, and a warp-per-item mapping
+//   (no merge) was within 2 % of this everywhere (split_kv_mappings.json); it is not kept.
 // - CTAs per SM (benchmarks/results/h100/split_kv.json, each with its best split count): two
 //   are fastest or within 1.7 % on every shape; one (a 6-deep ring) is at most 1.7 % faster
 //   (b128 32/32 8k keys: 5725 us vs 5825); three (registers capped at 168) up to 5 % slower

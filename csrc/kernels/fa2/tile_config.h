@@ -1,6 +1,7 @@
 // FA2 tile shapes per head_dim: the one place where they are chosen.
 // kBlockM queries x kBlockN keys per step, kNWarps warps (each owns kBlockM / kNWarps rows).
-// Shared memory: (kBlockM + 2 * stages * kBlockN) * (head_dim + 8) * 2 bytes (Q + K/V stages).
+// Shared memory: (kBlockM + 2 * stages * kBlockN) * (head_dim + 8) * 2 bytes (Q + K/V stages), or
+// the decode path's ring where that is larger (four-warp shapes: ~113 KB, two CTAs per H100 SM).
 // Tuning builds override the shape with -DTFI_FA2_BLOCK_M=.. -DTFI_FA2_BLOCK_N=.. -DTFI_FA2_WARPS=..
 // -DTFI_FA2_STAGES=..
 #pragma once
@@ -40,6 +41,9 @@ constexpr Tile default_tile(int head_dim) {
 constexpr int kDecodeMaxSeqlenQ = 16;
 
 #ifdef TFI_FA2_BLOCK_M
+#ifndef TFI_FA2_STAGES
+#define TFI_FA2_STAGES 2
+#endif
 constexpr Tile tile_for(int) { return Tile{TFI_FA2_BLOCK_M, TFI_FA2_BLOCK_N, TFI_FA2_WARPS, TFI_FA2_STAGES}; }
 #else
 constexpr Tile tile_for(int head_dim) { return default_tile(head_dim); }
