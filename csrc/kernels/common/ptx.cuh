@@ -53,7 +53,7 @@ __device__ __forceinline__ uint32_t smem_addr(const void* p) {
 }
 
 // 16-byte global -> shared copy; copies nothing and zero-fills the destination when !valid.
-// kPrefetch: L2 prefetch size in bytes (0, 64, 128 or 256): a miss fetches that much of the
+// kPrefetch: L2 prefetch size in bytes (0, 128 or 256): a miss fetches that much of the
 // aligned block around the address from DRAM at once (the decode K/V rows, tile_copy.cuh).
 template <int kPrefetch = 0>
 __device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool valid) {
@@ -62,10 +62,8 @@ __device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool 
     asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n));
   } else if constexpr (kPrefetch == 128) {
     asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n));
-  } else if constexpr (kPrefetch == 64) {
-    asm volatile("cp.async.cg.shared.global.L2::64B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n));
   } else {
-    static_assert(kPrefetch == 0, "L2 prefetch: 0, 64, 128 or 256 bytes");
+    static_assert(kPrefetch == 0, "L2 prefetch: 0, 128 or 256 bytes");
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n));
   }
 }
@@ -79,11 +77,8 @@ __device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool 
   } else if constexpr (kPrefetch == 128) {
     asm volatile("cp.async.cg.shared.global.L2::cache_hint.L2::128B [%0], [%1], 16, %2, %3;\n" ::"r"(dst), "l"(src),
                  "r"(n), "l"(policy));
-  } else if constexpr (kPrefetch == 64) {
-    asm volatile("cp.async.cg.shared.global.L2::cache_hint.L2::64B [%0], [%1], 16, %2, %3;\n" ::"r"(dst), "l"(src),
-                 "r"(n), "l"(policy));
   } else {
-    static_assert(kPrefetch == 0, "L2 prefetch: 0, 64, 128 or 256 bytes");
+    static_assert(kPrefetch == 0, "L2 prefetch: 0, 128 or 256 bytes");
     asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" ::"r"(dst), "l"(src), "r"(n),
                  "l"(policy));
   }

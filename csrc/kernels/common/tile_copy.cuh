@@ -13,7 +13,7 @@
 namespace torch_flashinfer {
 
 // L2 prefetch size of the tile copies (ptx.cuh cp_async_16): none; tuning builds set
-// -DTFI_L2_PREFETCH=64|128|256 (FA2 prefill on the H100: 128 or 256 is 0-5 % slower than none,
+// -DTFI_L2_PREFETCH=128|256 (FA2 prefill on the H100: 128 or 256 is 0-5 % slower than none,
 // benchmarks/results/h100/fa2_tiles.json).
 #ifndef TFI_L2_PREFETCH
 #define TFI_L2_PREFETCH 0
@@ -47,8 +47,8 @@ __device__ __forceinline__ void load_q_tile(const FwdParams& p, const T* q_head,
   for (int i = 0; i < kRows * Map::kChunksPerRow / kThreads; ++i) {
     const int r = Map::row(tid, i), col = Map::col(tid, i);
     const bool valid = m0 + r < seqlen_q;
-    cp_async_16<kTileCopyPrefetch>(smem_addr(sQ + r * kStride + col), q_head + (valid ? int64_t(m0 + r) * p.q_row_stride + col : 0),
-                valid, policy);
+    cp_async_16<kTileCopyPrefetch>(smem_addr(sQ + r * kStride + col),
+                                   q_head + (valid ? int64_t(m0 + r) * p.q_row_stride + col : 0), valid, policy);
   }
 }
 
@@ -87,8 +87,12 @@ __device__ __forceinline__ void load_kv_tile(const FwdParams& p, const Sequence&
       k_off = int64_t(block) * p.k_batch_stride + int64_t(row) * p.k_row_stride;
       v_off = int64_t(block) * p.v_batch_stride + int64_t(row) * p.v_row_stride;
     }
-    if constexpr (kK) cp_async_16<kTileCopyPrefetch>(smem_addr(sK + r * kStride + col), k_head + (valid ? k_off + col : 0), valid, policy);
-    if constexpr (kV) cp_async_16<kTileCopyPrefetch>(smem_addr(sV + r * kStride + col), v_head + (valid ? v_off + col : 0), valid, policy);
+    if constexpr (kK) {
+      cp_async_16<kTileCopyPrefetch>(smem_addr(sK + r * kStride + col), k_head + (valid ? k_off + col : 0), valid, policy);
+    }
+    if constexpr (kV) {
+      cp_async_16<kTileCopyPrefetch>(smem_addr(sV + r * kStride + col), v_head + (valid ? v_off + col : 0), valid, policy);
+    }
   }
 }
 

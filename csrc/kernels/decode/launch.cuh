@@ -31,11 +31,11 @@ struct Plan {
 //   split below ~256 keys costs more than it spreads (b1 32/32 128 keys: 8.5 us, 2 splits 11.1).
 //   The earlier two-launch merge picked the same counts within 3 %, and a warp-per-item mapping
 //   (no merge) was within 2 % of this everywhere (split_kv_mappings.json); it is not kept.
-// - CTAs per SM (benchmarks/results/h100/split_kv.json, each with its best split count): two
-//   are fastest or within 1.7 % on every shape; one (a 6-deep ring) is at most 1.7 % faster
-//   (b128 32/32 8k keys: 5725 us vs 5825); three (registers capped at 168) up to 5 % slower
-//   (b64 32/8 8k keys, one split: 807 us vs 769). All stop at 2.8-3.0 TB/s where cuDNN reads
-//   3.0-3.1.
+// - CTAs per SM (benchmarks/results/h100/split_kv.json, copies without the prefetch, each with
+//   its best split count): two are fastest or within 3 % on every shape (b1 32/8 8k keys: 25.0
+//   us, one or three 24.3); one (a 6-deep ring) loses 38-47 % on short caches (b128 32/32 128
+//   keys: 144 vs 104.5 us; b1024: 1074 vs 732); three (registers capped at 168) stays within
+//   1.5 %. All stop at 2.8-3.0 TB/s where cuDNN reads 3.0-3.1.
 constexpr int kMinSplitKeys = 256;
 // L2 policy of the K/V copies: evict-first while the cache (its capacity, from shapes) is at most
 // kEvictFirstMaxBytes, normal above. Evict-first lines replace each other instead of the lines L2

@@ -31,7 +31,7 @@ constexpr int kMaxSplits = 128;   // the merge keeps one weight per split and wa
 // L2 prefetch size of the K/V copies (ptx.cuh): 128 bytes, i.e. whole 128-byte lines of the
 // rows from DRAM. H100, benchmarks/tune_split_kv.py (benchmarks/results/h100/split_kv.json): 2-3 %
 // faster than none on every row of >= 256 MB (b128 32/32 8k keys 5747 vs 5881 us), within 1 %
-// elsewhere; 256 bytes within 1 % of 128. -DTFI_DECODE_L2_PREFETCH=0|64|256 for tuning builds.
+// elsewhere; 256 bytes within 1 % of 128. -DTFI_DECODE_L2_PREFETCH=0|256 for tuning builds.
 #ifndef TFI_DECODE_L2_PREFETCH
 #define TFI_DECODE_L2_PREFETCH 128
 #endif
