@@ -26,14 +26,15 @@ SPLITS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48)
 
 
 # name -> defines: CTAs per SM, the L2 prefetch size of the K/V copies (split_kv_kernel.cuh,
-# shipped: 128 bytes) and their L2 policy (shipped: by the cache's size; c2first: always
-# evict-first, c2normal: never)
+# shipped: 128 bytes), their L2 policy (shipped: by the cache's size; c2first: always
+# evict-first, c2normal: never) and their instruction on sm90 (shipped: bulk copies; c2cp: cp.async)
 VARIANTS = {"c1": ("TFI_SPLIT_KV_CTAS_PER_SM=1",), "c2": ("TFI_SPLIT_KV_CTAS_PER_SM=2",),
             "c3": ("TFI_SPLIT_KV_CTAS_PER_SM=3",),
             "c2pf0": ("TFI_SPLIT_KV_CTAS_PER_SM=2", "TFI_DECODE_L2_PREFETCH=0"),
             "c2pf256": ("TFI_SPLIT_KV_CTAS_PER_SM=2", "TFI_DECODE_L2_PREFETCH=256"),
             "c2first": ("TFI_SPLIT_KV_CTAS_PER_SM=2", "TFI_DECODE_EVICT_FIRST=1"),
-            "c2normal": ("TFI_SPLIT_KV_CTAS_PER_SM=2", "TFI_DECODE_EVICT_FIRST=0")}
+            "c2normal": ("TFI_SPLIT_KV_CTAS_PER_SM=2", "TFI_DECODE_EVICT_FIRST=0"),
+            "c2cp": ("TFI_SPLIT_KV_CTAS_PER_SM=2", "TFI_DECODE_BULK=0")}
 
 
 def library(name: str, dtype, head_dim: int):
@@ -48,6 +49,8 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--head-dim", type=int, default=128)
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names of VARIANTS")
+    ap.add_argument("--splits", default=",".join(map(str, SPLITS)),
+                    help="comma-separated split counts per variant (0: the plan's)")
     args = ap.parse_args()
     d, dtype, device = args.head_dim, torch.float16, torch.device("cuda")
     binding = _kernels.binding()
@@ -71,7 +74,7 @@ def main():
         out = torch.empty_like(q)
         lse = torch.empty(b, hq, 1, device=device, dtype=torch.float32)
         for c, (entries, _) in libs.items():
-            for s in SPLITS:
+            for s in map(int, args.splits.split(",")):
                 if s > 1 and sk // s < 64:
                     continue
 

@@ -8,7 +8,7 @@ import torch
 import torch_flashinfer
 from oracle import Case
 from test_cuda_fwd import check_case
-from test_ops import APPEND_ERRORS, META_ERRORS, _call_fake
+from test_ops import APPEND_ERRORS, META_ERRORS, _call_fake, _misaligned_cases
 
 pytestmark = pytest.mark.gpu
 
@@ -48,6 +48,19 @@ def test_append_kv_errors_cuda_and_fake(name, args, msg):
         _call_fake(APPEND, args)
     assert str(real.value) == str(fake.value)
     assert str(real.value).startswith("flashinfer.append_kv: ")
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_misaligned_rows_are_refused(index):
+    """A row off a 16-byte boundary would fault the kernels' 16-byte copies (and with them the
+    CUDA context): the same ValueError as the fake impl, and the GPU stays usable."""
+    op, args, msg = _misaligned_cases("cuda")[index]
+    with pytest.raises(ValueError, match=msg) as real:
+        op(**args)
+    with pytest.raises(ValueError, match=msg) as fake:
+        _call_fake(op, args)
+    assert str(real.value) == str(fake.value)
+    torch.cuda.synchronize()
 
 
 def test_unknown_family_is_not_implemented():

@@ -219,6 +219,42 @@ def test_append_kv_errors_real_and_fake(name, args, msg):
     assert str(real.value) == str(fake.value)
 
 
+def _misaligned_cases(device):
+    """Rows off 16-byte boundaries: a storage offset of one element, a head stride of 65 (the
+    values are never read: empty tensors, built with the calls that fake CUDA tensors allow
+    without a GPU)."""
+    def shifted(*shape):
+        base = torch.empty(torch.Size(shape).numel() + 1, dtype=H, device=device)
+        return base.as_strided(shape, torch.empty(shape, device="meta").stride(), 1)
+
+    def wide(*shape):
+        strides = torch.empty(*shape[:-1], shape[-1] + 1, device="meta").stride()
+        return torch.empty_strided(shape, strides, dtype=H, device=device)
+
+    k = torch.empty(2, 9, 2, 64, dtype=H, device=device)
+    q = torch.empty(2, 5, 4, 64, dtype=H, device=device)
+    cache = torch.empty(2, 8, 2, 64, dtype=H, device=device)
+    new = torch.empty(2, 3, 2, 64, dtype=H, device=device)
+    seqlens = torch.empty(2, dtype=torch.int32, device=device)
+    return [
+        (FWD, dict(q=shifted(2, 5, 4, 64), k=k, v=k), "q's rows must be 16-byte aligned"),
+        (FWD, dict(q=q, k=wide(2, 9, 2, 64), v=k), "k's rows must be 16-byte aligned"),
+        (APPEND, dict(k_cache=cache, v_cache=wide(2, 8, 2, 64), k=new, v=new, cache_seqlens=seqlens),
+         "v_cache's rows must be 16-byte aligned"),
+    ]
+
+
+def test_misaligned_rows_are_refused_by_the_fake_impl():
+    """The kernels copy 16-byte chunks of rows; views whose rows are not 16-byte aligned get a
+    ValueError before any launch (the CUDA impl: tests/test_cuda_binding.py)."""
+    mode = FakeTensorMode()
+    with mode:
+        cases = _misaligned_cases("cuda")
+        for op, args, msg in cases:
+            with pytest.raises(ValueError, match=msg):
+                op(**args)
+
+
 def test_append_kv_overflow_is_caught():
     with pytest.raises(ValueError, match=re.escape("cache_seqlens + 3 new tokens exceeds the cache capacity of 8")):
         APPEND(**_append_args(cache_seqlens=torch.tensor([0, 6], dtype=torch.int32)))

@@ -66,6 +66,12 @@ def _check_qkv_tensor(op: str, name: str, t: Tensor, like: Tensor, ndim: int, li
         _fail(op, f"{name} is on {t.device} but {like_name} is on {like.device}")
     if t.stride(-1) != 1:
         _fail(op, f"{name} must be contiguous in its last dim (head_dim), got strides {tuple(t.stride())}")
+    if t.device.type == "cuda":
+        # The kernels copy rows in 16-byte chunks: every row must start on a 16-byte boundary.
+        elems = 16 // t.element_size()
+        if t.storage_offset() % elems or any(n > 1 and s % elems for n, s in zip(t.shape[:-1], t.stride()[:-1])):
+            _fail(op, f"{name}'s rows must be 16-byte aligned: its strides {tuple(t.stride())} and storage offset "
+                      f"{t.storage_offset()} must be multiples of {elems} elements (e.g. pass {name}.contiguous())")
 
 
 def _check_dtype(op: str, q: Tensor):

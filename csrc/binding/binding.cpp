@@ -15,6 +15,8 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <initializer_list>
 #include <cstring>
 #include <mutex>
 #include <optional>
@@ -80,6 +82,15 @@ at::Tensor zeroed_counters(const at::Tensor& like, int64_t n) {
   return buffer;
 }
 
+// Strides and storage offsets are checked in Python (_validation.py, also for fake tensors); what
+// is left is a storage that does not start 16-byte aligned (from_blob, DLPack).
+void check_aligned(const char* op, std::initializer_list<const void*> ptrs) {
+  for (const void* ptr : ptrs) {
+    TORCH_CHECK(reinterpret_cast<uintptr_t>(ptr) % 16 == 0, "flashinfer.", op,
+                ": q/k/v/out and the caches must start at 16-byte aligned addresses");
+  }
+}
+
 // Fills the params struct and runs a kernel library's entry point (allocating the fp32 scratch
 // it asks for) on the current stream of q's device.
 void launch_fwd(const FwdPlan& plan, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor& out,
@@ -94,6 +105,7 @@ void launch_fwd(const FwdPlan& plan, const at::Tensor& q, const at::Tensor& k, c
   p.k = k.data_ptr();
   p.v = v.data_ptr();
   p.out = out.data_ptr();
+  check_aligned("fwd", {p.q, p.k, p.v, p.out});
   p.lse = lse.data_ptr<float>();
   // Packed tensors have no batch dim: the row dim is dim 0 and the batch stride is unused.
   const int r = varlen_q ? 0 : 1;
@@ -170,6 +182,7 @@ void launch_append_kv(tfi_append_kv_fn kernel, at::Tensor& k_cache, at::Tensor& 
   p.v_cache = v_cache.data_ptr();
   p.k = k.data_ptr();
   p.v = v.data_ptr();
+  check_aligned("append_kv", {p.k_cache, p.v_cache, p.k, p.v});
   p.cache_batch_stride = k_cache.stride(0);
   p.cache_row_stride = k_cache.stride(1);
   p.cache_head_stride = k_cache.stride(2);
