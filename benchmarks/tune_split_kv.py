@@ -27,14 +27,13 @@ SPLITS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48)
 
 # name -> defines: CTAs per SM, the L2 prefetch size of the K/V copies (split_kv_kernel.cuh,
 # shipped: 128 bytes), their L2 policy (shipped: by the cache's size; c2first: always
-# evict-first, c2normal: never) and their instruction on sm90 (shipped: bulk copies; c2cp: cp.async)
+# evict-first, c2normal: never)
 VARIANTS = {"c1": ("TFI_SPLIT_KV_CTAS_PER_SM=1",), "c2": ("TFI_SPLIT_KV_CTAS_PER_SM=2",),
             "c3": ("TFI_SPLIT_KV_CTAS_PER_SM=3",),
             "c2pf0": ("TFI_SPLIT_KV_CTAS_PER_SM=2", "TFI_DECODE_L2_PREFETCH=0"),
             "c2pf256": ("TFI_SPLIT_KV_CTAS_PER_SM=2", "TFI_DECODE_L2_PREFETCH=256"),
             "c2first": ("TFI_SPLIT_KV_CTAS_PER_SM=2", "TFI_DECODE_EVICT_FIRST=1"),
-            "c2normal": ("TFI_SPLIT_KV_CTAS_PER_SM=2", "TFI_DECODE_EVICT_FIRST=0"),
-            "c2cp": ("TFI_SPLIT_KV_CTAS_PER_SM=2", "TFI_DECODE_BULK=0")}
+            "c2normal": ("TFI_SPLIT_KV_CTAS_PER_SM=2", "TFI_DECODE_EVICT_FIRST=0")}
 
 
 def library(name: str, dtype, head_dim: int):

@@ -213,13 +213,26 @@ void launch_append_kv(tfi_append_kv_fn kernel, at::Tensor& k_cache, at::Tensor& 
 
 // ---- signatures and the plan cache ----
 
-// Everything the validation reads about a tensor (it never reads strides other than the last).
+// Whether every row starts on a 16-byte boundary: the storage offset and the strides of the dims
+// longer than one are multiples of 16 bytes (the validation refuses the others).
+bool rows_aligned(const at::Tensor& t) {
+  const int64_t elems = std::max<int64_t>(1, 16 / static_cast<int64_t>(t.element_size()));
+  if (t.storage_offset() % elems != 0) return false;
+  for (int64_t d = 0; d + 1 < t.dim(); ++d) {
+    if (t.size(d) > 1 && t.stride(d) % elems != 0) return false;
+  }
+  return true;
+}
+
+// Everything the validation reads about a tensor: of its strides, only the last one and whether
+// its rows are aligned.
 void add_tensor(std::vector<int64_t>& key, const at::Tensor& t) {
   key.push_back(static_cast<int64_t>(t.scalar_type()));
   key.push_back(static_cast<int64_t>(t.device().type()) * 1024 + t.device().index());
   key.push_back(t.dim());
   for (int64_t s : t.sizes()) key.push_back(s);
   key.push_back(t.dim() > 0 ? t.stride(-1) : 0);
+  key.push_back(rows_aligned(t));
 }
 
 void add_tensor(std::vector<int64_t>& key, const OptTensor& t) {

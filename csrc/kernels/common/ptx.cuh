@@ -1,6 +1,6 @@
-// Thin wrappers over the instructions the kernels are built from: cp.async (global -> shared,
-// zero-fill when out of range), ldmatrix (shared -> mma fragments), mma.sync m16n8k16 with fp32
-// accumulation, fp32 -> fp16/bf16 packing (sm80), and bulk copies on mbarriers (sm90 only).
+// Thin wrappers over the sm80 instructions the kernels are built from: cp.async (global ->
+// shared, zero-fill when out of range), ldmatrix (shared -> mma fragments), mma.sync m16n8k16
+// with fp32 accumulation, and fp32 -> fp16/bf16 packing.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -109,50 +109,6 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
-// sm90: bulk copies by the TMA unit, completing on an mbarrier in shared memory. A warp's
-// stage: one lane arms the barrier with the bytes to expect, each lane copies one row, and the
-// barrier's phase flips when every byte has landed.
-__device__ __forceinline__ void mbarrier_init(uint32_t bar, int count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
-}
-// Makes initialised barriers visible to the TMA unit (the async proxy).
-__device__ __forceinline__ void mbarrier_init_fence() {
-  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-}
-__device__ __forceinline__ void mbarrier_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
-}
-// Waits until the barrier's phase of parity `phase` has completed.
-__device__ __forceinline__ void mbarrier_wait(uint32_t bar, uint32_t phase) {
-  uint32_t done;
-  do {
-    asm volatile(
-        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(bar), "r"(phase)
-        : "memory");
-  } while (!done);
-}
-// Orders this thread's earlier shared-memory writes before later TMA writes to the same bytes.
-__device__ __forceinline__ void fence_proxy_async_shared() {
-  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-}
-// `bytes` (a multiple of 16, both addresses 16-byte aligned) from global to shared memory,
-// counted on `bar`; with an L2 policy when hint.enabled.
-__device__ __forceinline__ void bulk_copy_g2s(uint32_t dst, const void* src, uint32_t bytes, uint32_t bar,
-                                              L2Hint hint) {
-  if (hint.enabled) {
-    asm volatile(
-        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;\n" ::
-            "r"(dst), "l"(src), "r"(bytes), "r"(bar), "l"(hint.policy)
-        : "memory");
-  } else {
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
-                 "l"(src), "r"(bytes), "r"(bar)
-                 : "memory");
-  }
 }
 
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {

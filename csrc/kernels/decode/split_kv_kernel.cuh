@@ -36,17 +36,11 @@ constexpr int kMaxSplits = 128;   // the merge keeps one weight per split and wa
 #define TFI_DECODE_L2_PREFETCH 128
 #endif
 constexpr int kKvPrefetch = TFI_DECODE_L2_PREFETCH;
-// sm90: K/V rows copied by the TMA unit (one bulk copy per row and lane, completing on the
-// stage's mbarrier) instead of 16-byte cp.async chunks with their per-chunk address math.
-// -DTFI_DECODE_BULK=0 keeps cp.async on sm90 too (tuning builds).
-#ifndef TFI_DECODE_BULK
-#define TFI_DECODE_BULK 1
-#endif
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && TFI_DECODE_BULK
-constexpr bool kBulkCopies = true;
-#else
-constexpr bool kBulkCopies = false;
-#endif
+// sm90 bulk copies (the TMA unit, one 2*d-byte row per lane and tile, completing on an mbarrier
+// per warp stage) instead of cp.async: correct, one copy instruction per lane and tile instead of
+// 16 (d=128), but 2-13 % slower
+// on every shape (b16 32/8 8k keys 214.1 vs 195.2 us, b128 32/32 128 keys 119.8 vs 104.0):
+// benchmarks/results/h100/split_kv_bulk.json ("c2" bulk, "c2cp" cp.async), commit 13cfded.
 // Shared memory per SM for CTAs: 228 KB on the H100 (1 KB of it reserved per CTA).
 constexpr int kSmemPerSm = 228 * 1024;
 
@@ -66,12 +60,11 @@ struct Shape {
   static constexpr int kStride = kHeadDim + 8;           // padded smem row (elements): conflict-free ldmatrix
   static constexpr int kQBytes = kRows * kStride * 2;
   static constexpr int kWarpStageBytes = 2 * kKeys * kStride * 2;  // one K and one V tile
-  static constexpr int kMaxStages = 8;
-  // Ring depth: as many stages as fit next to Q (and a barrier per stage) in the budget, 2 to 8.
-  // A warp keeps kStages - 1 tiles in flight while it computes on one.
-  static constexpr int kBudget = kSmemPerSm / kCtasPerSm - 1024 - kWarps * kMaxStages * 8;
+  // Ring depth: as many stages as fit next to Q in the budget, 2 to 8. A warp keeps kStages - 1
+  // tiles in flight while it computes on one.
+  static constexpr int kBudget = kSmemPerSm / kCtasPerSm - 1024;
   static constexpr int kFit = (kBudget - kQBytes) / (kWarps * kWarpStageBytes);
-  static constexpr int kStages = kFit < 2 ? 2 : kFit > kMaxStages ? kMaxStages : kFit;
+  static constexpr int kStages = kFit < 2 ? 2 : kFit > 8 ? 8 : kFit;
   // Q as mma fragments in registers (read from shared memory once, not once per tile) when they
   // take at most 32 registers.
   static constexpr bool kQInRegisters = kMTiles * kHeadDim <= 128;
@@ -79,13 +72,11 @@ struct Shape {
   static constexpr int kDTiles = kHeadDim / 8;
   static constexpr int kChunksPerRow = kHeadDim / 8;
 
-  // Q, then the warps' rings (reused for the warp merge), then one mbarrier per warp and stage.
-  static constexpr size_t barrier_offset() {
+  static constexpr size_t smem_bytes() {
     const size_t ring = size_t(kWarps) * kStages * kWarpStageBytes;
     const size_t merge = size_t(kWarps) * kRows * (2 + kMergeStride) * sizeof(float);
     return kQBytes + (ring > merge ? ring : merge);
   }
-  static constexpr size_t smem_bytes() { return barrier_offset() + size_t(kWarps) * kStages * 8; }
 };
 
 // Packed row r of K/V head hk: query token r / group, query head hk * group + r % group.
@@ -218,94 +209,48 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
   const int first_key = k_lo + warp * kKeys;
   const int n_tiles = first_key < k_hi ? (k_hi - first_key + kStep - 1) / kStep : 0;
   const L2Hint policy{evict_first, l2_evict_first()};  // every K/V byte is read once (launch.cuh)
-  const uint32_t bars = smem_addr(smem_raw + S::barrier_offset()) + warp * kStages * 8;
-  if constexpr (kBulkCopies) {
-    if (lane == 0) {
-      for (int st = 0; st < kStages; ++st) mbarrier_init(bars + st * 8, 1);
-      mbarrier_init_fence();
-    }
-    __syncwarp();
-  }
-
-  // Key row j's offset in k and v, or false when its page lies outside the cache.
-  auto kv_offsets = [&](int j, int tile_block, int n0, int64_t& k_off, int64_t& v_off) {
-    if constexpr (kMode == KvMode::kContiguous) {
-      k_off = seq.k_offset + int64_t(j) * p.k_row_stride;
-      v_off = seq.v_offset + int64_t(j) * p.v_row_stride;
-      return true;
-    } else {
-      int block, row;
-      if constexpr (kMode == KvMode::kPagedTile) {
-        block = tile_block;
-        row = n0 % p.page_size + (j - n0);
-      } else {
-        paged_position(p, seq, b, j, block, row);
-      }
-      k_off = int64_t(block) * p.k_batch_stride + int64_t(row) * p.k_row_stride;
-      v_off = int64_t(block) * p.v_batch_stride + int64_t(row) * p.v_row_stride;
-      return block >= 0;
-    }
-  };
-  auto tile_block_of = [&](int n0) {
-    int tile_block = 0;
-    if constexpr (kMode == KvMode::kPagedTile) {
-      int unused;
-      paged_position(p, seq, b, n0, tile_block, unused);
-    }
-    return tile_block;
-  };
-  // sm90: lane l copies row l % 16 of K (l < 16) or V as one bulk copy; rows past the split's
-  // keys (or on pages outside the cache) are zeroed instead. Lane 0 arms the stage's barrier
-  // with the bytes of the copies.
-  auto load_tile_bulk = [&](int t) {
-    const int n0 = first_key + t * kStep, r = lane % kKeys, j = n0 + r;
-    const int stage = t % kStages;
-    const bool is_v = lane >= kKeys;
-    T* dst = ring + stage * 2 * kKeys * kStride + (is_v ? kKeys * kStride : 0) + r * kStride;
-    int64_t k_off = 0, v_off = 0;
-    const bool valid = j < k_hi && kv_offsets(j, tile_block_of(n0), n0, k_off, v_off);
-    const uint32_t bar = bars + stage * 8;
-    constexpr uint32_t kRowBytes = kD * sizeof(T);
-    const unsigned copies = __ballot_sync(0xffffffffu, valid);
-    if (lane == 0) mbarrier_arrive_expect_tx(bar, __popc(copies) * kRowBytes);
-    __syncwarp();  // armed before any of its copies can complete
-    if (valid) {
-      bulk_copy_g2s(smem_addr(dst), is_v ? v_head + v_off : k_head + k_off, kRowBytes, bar, policy);
-    } else {
-#pragma unroll
-      for (int c = 0; c < kCPR; ++c) *reinterpret_cast<uint4*>(dst + c * 8) = make_uint4(0, 0, 0, 0);
-      fence_proxy_async_shared();  // before a later tile's bulk copy into this row
-    }
-  };
 
   auto load_tile = [&](int t) {
     const int n0 = first_key + t * kStep;
     T* sK = ring + (t % kStages) * 2 * kKeys * kStride;
     T* sV = sK + kKeys * kStride;
-    const int tile_block = tile_block_of(n0);
+    int tile_block = 0;
+    if constexpr (kMode == KvMode::kPagedTile) {
+      int unused;
+      paged_position(p, seq, b, n0, tile_block, unused);
+    }
 #pragma unroll
     for (int i = 0; i < kKeys * kCPR / 32; ++i) {
       const int c = lane + i * 32, r = c / kCPR, col = (c % kCPR) * 8, j = n0 + r;
+      bool valid = j < k_hi;
       int64_t k_off = 0, v_off = 0;
-      const bool valid = j < k_hi && kv_offsets(j, tile_block, n0, k_off, v_off);
+      if (valid) {
+        if constexpr (kMode == KvMode::kContiguous) {
+          k_off = seq.k_offset + int64_t(j) * p.k_row_stride;
+          v_off = seq.v_offset + int64_t(j) * p.v_row_stride;
+        } else {
+          int block, row;
+          if constexpr (kMode == KvMode::kPagedTile) {
+            block = tile_block;
+            row = n0 % p.page_size + r;
+          } else {
+            paged_position(p, seq, b, j, block, row);
+          }
+          valid = block >= 0;
+          k_off = int64_t(block) * p.k_batch_stride + int64_t(row) * p.k_row_stride;
+          v_off = int64_t(block) * p.v_batch_stride + int64_t(row) * p.v_row_stride;
+        }
+      }
       cp_async_16<kKvPrefetch>(smem_addr(sK + r * kStride + col), k_head + (valid ? k_off + col : 0), valid, policy);
       cp_async_16<kKvPrefetch>(smem_addr(sV + r * kStride + col), v_head + (valid ? v_off + col : 0), valid, policy);
     }
   };
 #pragma unroll
   for (int t = 0; t < kStages - 1; ++t) {
-    if constexpr (kBulkCopies) {
-      if (t < n_tiles) load_tile_bulk(t);
-    } else {
-      if (t < n_tiles) load_tile(t);
-      cp_async_commit();
-    }
+    if (t < n_tiles) load_tile(t);
+    cp_async_commit();
   }
-  if constexpr (kBulkCopies) {
-    cp_async_wait<0>();  // Q, the only cp.async group
-  } else {
-    cp_async_wait<kStages - 1>();  // the Q group, committed first, has landed
-  }
+  cp_async_wait<kStages - 1>();  // the Q group, committed first, has landed
   __syncthreads();
 
   const ScoreMod mod(p);
@@ -347,14 +292,9 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
   softmax.init();
 
   for (int t = 0; t < n_tiles; ++t) {
-    if constexpr (kBulkCopies) {
-      if (t + kStages - 1 < n_tiles) load_tile_bulk(t + kStages - 1);
-      mbarrier_wait(bars + (t % kStages) * 8, (t / kStages) & 1);
-    } else {
-      if (t + kStages - 1 < n_tiles) load_tile(t + kStages - 1);
-      cp_async_commit();
-      cp_async_wait<kStages - 1>();
-    }
+    if (t + kStages - 1 < n_tiles) load_tile(t + kStages - 1);
+    cp_async_commit();
+    cp_async_wait<kStages - 1>();
     __syncwarp();
     const T* sK = ring + (t % kStages) * 2 * kKeys * kStride;
     const T* sV = sK + kKeys * kStride;
