@@ -38,9 +38,9 @@ constexpr int kMaxSplits = 128;   // the merge keeps one weight per split and wa
 constexpr int kKvPrefetch = TFI_DECODE_L2_PREFETCH;
 // sm90 bulk copies (the TMA unit, one 2*d-byte row per lane and tile, completing on an mbarrier
 // per warp stage) instead of cp.async: correct, one copy instruction per lane and tile instead of
-// 16 (d=128), but 2-13 % slower
-// on every shape (b16 32/8 8k keys 214.1 vs 195.2 us, b128 32/32 128 keys 119.8 vs 104.0):
-// benchmarks/results/h100/split_kv_bulk.json ("c2" bulk, "c2cp" cp.async), commit 13cfded.
+// 16 (d=128), but 2-13 % slower on every shape (b16 32/8 8k keys 214.1 vs 195.2 us, b128 32/32
+// 128 keys 119.8 vs 104.0): benchmarks/results/h100/split_kv_bulk.json ("c2" bulk, "c2cp"
+// cp.async), commit 13cfded.
 // Shared memory per SM for CTAs: 228 KB on the H100 (1 KB of it reserved per CTA).
 constexpr int kSmemPerSm = 228 * 1024;
 
