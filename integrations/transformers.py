@@ -40,7 +40,7 @@ import torch
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface
 
-import torch_flashinfer  # noqa: F401  (registers torch.ops.flashinfer.*)
+from torch_flashinfer import ops as flashinfer_ops
 
 Tensor = torch.Tensor
 
@@ -178,7 +178,7 @@ def flashinfer_attention(
                 f"attn_implementation={ATTN_IMPLEMENTATION!r} (int32 key bounds of shape (2, {batch}, 1, 1)); "
                 f"got {attention_mask.dtype} {tuple(attention_mask.shape)}: custom 4D masks are not supported")
         cache_leftpad, cache_seqlens = attention_mask.view(2, batch).unbind(0)  # [B] each, contiguous
-    out, _ = torch.ops.flashinfer.fwd.default(
+    out, _ = flashinfer_ops.fwd(
         query.transpose(1, 2),  # [B, Sq, Hq, D]
         key.transpose(1, 2),  # [B, Sk, Hk, D]
         value.transpose(1, 2),  # [B, Sk, Hk, D]

@@ -56,7 +56,8 @@ def test_misaligned_rows_are_refused(index):
     CUDA context): the same ValueError as the fake impl, and the GPU stays usable."""
     op, args, msg = _misaligned_cases("cuda")[index]
     # The same shapes, aligned, first: their cached plan must not let the misaligned call through.
-    op(**{n: x.contiguous() if x.is_floating_point() else x.zero_() for n, x in args.items()})
+    op(**{n: x.clone(memory_format=torch.contiguous_format) if x.is_floating_point() else x.zero_()
+          for n, x in args.items()})
     with pytest.raises(ValueError, match=msg) as real:
         op(**args)
     with pytest.raises(ValueError, match=msg) as fake:

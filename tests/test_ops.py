@@ -1,5 +1,6 @@
 """Op registration: opcheck on every op, torch.compile(fullgraph, dynamic), and every error path."""
 
+import inspect
 import re
 
 import pytest
@@ -217,6 +218,15 @@ def test_append_kv_errors_real_and_fake(name, args, msg):
     with pytest.raises(ValueError, match=msg) as fake:
         _call_fake(APPEND, args)
     assert str(real.value) == str(fake.value)
+
+
+def test_positional_fwd_has_the_schema_defaults():
+    """ops.fwd (every argument by position, for the dispatcher's speed) mirrors the schema."""
+    schema = torch.ops.flashinfer.fwd.default._schema.arguments
+    params = list(inspect.signature(torch_flashinfer.ops.fwd).parameters.values())
+    assert [p.name for p in params] == [a.name for a in schema]
+    for p, a in zip(params, schema):
+        assert p.default == (a.default_value if a.has_default_value() else inspect.Parameter.empty), p.name
 
 
 def _misaligned_cases(device):

@@ -11,6 +11,8 @@ from typing import Optional, Union
 
 import torch
 
+from . import ops
+
 Tensor = torch.Tensor
 
 
@@ -66,7 +68,7 @@ def flash_attn_func(
     """
     del deterministic
     _check_no_dropout(dropout_p)
-    out, lse = torch.ops.flashinfer.fwd.default(
+    out, lse = ops.fwd(
         q, k, v, alibi_slopes=alibi_slopes, softmax_scale=softmax_scale, causal=causal,
         window_left=window_size[0], window_right=window_size[1], softcap=softcap, algo=algo)
     return _pack_result(out, lse, return_attn_probs, return_softmax_lse)
@@ -114,7 +116,7 @@ def flash_attn_varlen_func(
     if block_table is not None:
         cache_seqlens = cu_seqlens_k[1:] - cu_seqlens_k[:-1]
         cu_seqlens_k = None
-    out, lse = torch.ops.flashinfer.fwd.default(
+    out, lse = ops.fwd(
         q, k, v, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k, max_seqlen_q=max_seqlen_q,
         max_seqlen_k=max_seqlen_k, cache_seqlens=cache_seqlens, block_table=block_table,
         alibi_slopes=alibi_slopes, softmax_scale=softmax_scale, causal=causal,
@@ -182,7 +184,7 @@ def flash_attn_with_kvcache(
             raise ValueError("flashinfer: appending k, v needs cache_seqlens (where the new tokens go)")
         torch.ops.flashinfer.append_kv.default(k_cache, v_cache, k, v, cache_seqlens, block_table)
         cache_seqlens = cache_seqlens + k.shape[1]
-    out, lse = torch.ops.flashinfer.fwd.default(
+    out, lse = ops.fwd(
         q, k_cache, v_cache, cache_seqlens=cache_seqlens, cache_leftpad=cache_leftpad,
         block_table=block_table, alibi_slopes=alibi_slopes, softmax_scale=softmax_scale, causal=causal,
         window_left=window_size[0], window_right=window_size[1], softcap=softcap, num_splits=num_splits,
