@@ -140,8 +140,8 @@ def main():
         x = torch.randn(16, device="cuda")
         fwd_default = torch.ops.flashinfer.fwd.default
         # The layers of a call, to see where the host time goes: the dispatcher's argument parsing
-        # (torch.ops vs the Python arg parser, 3 vs 18 arguments), the autograd keys (inference
-        # mode skips them), and the binding's own launch path without the op around it.
+        # (torch.ops vs the Python arg parser; keywords vs positions), the typed wrapper, and the
+        # binding's own launch path without the op around it.
         from torch_flashinfer import _kernels
 
         add_op = torch.ops.aten.add.Tensor
@@ -150,22 +150,16 @@ def main():
         binding = _kernels.binding()
         args18 = (q, k, v, None, None, 0, 0, None, None, None, None, None, True, -1, -1, 0.0, 0, a.algo)
 
-        def inference(fn):
-            def run():
-                with torch.inference_mode():
-                    return fn()
-            return run
-
         rows = {
             "torch.ops.flashinfer.fwd": ours,
             "torch.ops.flashinfer.fwd.default": lambda: fwd_default(q, k, v, causal=True, algo=a.algo),
             "fwd.default, 18 positional": lambda: fwd_default(*args18),
-            "fwd.default, inference_mode": inference(lambda: fwd_default(q, k, v, causal=True, algo=a.algo)),
+            "ops.fwd (positional)": lambda: torch_flashinfer.ops.fwd(q, k, v, causal=True, algo=a.algo),
+            "flash_attn_with_kvcache": lambda: torch_flashinfer.flash_attn_with_kvcache(q, k, v, causal=True),
             "binding.fwd_with_library (no op)": lambda: binding.fwd_with_library(
                 *entries, q, k, v, out, lse, 1, a.seqlen_k, a.head_dim ** -0.5, True, 0),
             "aten.add": lambda: torch.add(x, x),
             "torch.ops.aten.add.Tensor": lambda: add_op(x, x),
-            "torch.ops.aten.add.Tensor, inference_mode": inference(lambda: add_op(x, x)),
             "torch.empty x2": lambda: (torch.empty_like(q), torch.empty(1, 1, 1, device="cuda")),
             "F.scaled_dot_product_attention": lambda: torch.nn.functional.scaled_dot_product_attention(
                 qt, kt, vt, enable_gqa=a.heads_q != a.heads_k),

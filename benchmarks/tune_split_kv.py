@@ -50,6 +50,8 @@ def main():
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names of VARIANTS")
     ap.add_argument("--splits", default=",".join(map(str, SPLITS)),
                     help="comma-separated split counts per variant (0: the plan's)")
+    ap.add_argument("--kv-layout", choices=("bshd", "bhsd"), default="bshd",
+                    help="memory order of the K/V cache (bhsd: a transformers cache, passed transposed)")
     args = ap.parse_args()
     d, dtype, device = args.head_dim, torch.float16, torch.device("cuda")
     binding = _kernels.binding()
@@ -58,7 +60,10 @@ def main():
     rows = []
     for b, hq, hk, sk in SHAPES:
         q = torch.randn(b, 1, hq, d, device=device, dtype=dtype)
-        k, v = torch.randn(b, sk, hk, d, device=device, dtype=dtype), torch.randn(b, sk, hk, d, device=device, dtype=dtype)
+        if args.kv_layout == "bshd":
+            k, v = (torch.randn(b, sk, hk, d, device=device, dtype=dtype) for _ in range(2))
+        else:
+            k, v = (torch.randn(b, hk, sk, d, device=device, dtype=dtype).transpose(1, 2) for _ in range(2))
         kv_bytes = 2 * k.numel() * 2
         qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
@@ -84,7 +89,8 @@ def main():
                 assert err < 1e-2, f"{c}, splits={s}: error {err}"
                 timed[f"{c}_s{s}"] = timing.median_ms(call, device, 30)
         best = min((t, name) for name, t in timed.items() if name not in ("cudnn", "auto"))
-        row = dict(batch=b, heads_q=hq, heads_k=hk, seqlen_k=sk, head_dim=d, kv_mb=kv_bytes / 1e6, ms=timed)
+        row = dict(batch=b, heads_q=hq, heads_k=hk, seqlen_k=sk, head_dim=d, kv_layout=args.kv_layout,
+                   kv_mb=kv_bytes / 1e6, ms=timed)
         rows.append(row)
         gbps = {name: kv_bytes / (t * 1e-3) / 1e9 for name, t in timed.items()}
         print(f"b{b:5d} {hq}/{hk} sk{sk:6d}: auto {timed['auto'] * 1e3:8.1f} us {gbps['auto']:5.0f} GB/s | best "
