@@ -154,7 +154,7 @@ def main():
             "torch.ops.flashinfer.fwd": ours,
             "torch.ops.flashinfer.fwd.default": lambda: fwd_default(q, k, v, causal=True, algo=a.algo),
             "fwd.default, 18 positional": lambda: fwd_default(*args18),
-            "ops.fwd (positional)": lambda: torch_flashinfer.ops.fwd(q, k, v, causal=True, algo=a.algo),
+            "ops.fwd (eager fast path)": lambda: torch_flashinfer.ops.fwd(q, k, v, causal=True, algo=a.algo),
             "flash_attn_with_kvcache": lambda: torch_flashinfer.flash_attn_with_kvcache(q, k, v, causal=True),
             "binding.fwd_with_library (no op)": lambda: binding.fwd_with_library(
                 *entries, q, k, v, out, lse, 1, a.seqlen_k, a.head_dim ** -0.5, True, 0),

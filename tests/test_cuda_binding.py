@@ -66,6 +66,60 @@ def test_misaligned_rows_are_refused(index):
     torch.cuda.synchronize()
 
 
+def _decode_args(batch=3, keys=777):
+    q = torch.randn(batch, 1, 8, 128, device="cuda", dtype=torch.float16)
+    k, v = (torch.randn(batch, keys, 2, 128, device="cuda", dtype=torch.float16) for _ in range(2))
+    seqlens = torch.randint(1, keys + 1, (batch,), device="cuda", dtype=torch.int32)
+    return (q, k, v, None, None, 0, 0, seqlens, None, None, None, None, True, -1, -1, 0.0, 0, "auto")
+
+
+def test_eager_fast_path_runs_planned_signatures_only(monkeypatch):
+    """ops.fwd skips the dispatcher only for a signature the op has validated and planned: the
+    binding's fwd_cached answers None before the op's first call, then the op's outputs bitwise;
+    ops.fwd then never reaches the op."""
+    from torch_flashinfer import _kernels, ops
+
+    FWD(*_decode_args(1, 64))  # installs the CUDA kernels
+    args = _decode_args(3, 771)
+    assert _kernels.binding().fwd_cached(*args) is None
+    out, lse = FWD(*args)
+    fast_out, fast_lse = _kernels.binding().fwd_cached(*args)
+    assert torch.equal(out, fast_out) and torch.equal(lse, fast_lse)
+
+    def no_op(*a):
+        raise AssertionError("the op was called")
+
+    monkeypatch.setattr(ops, "_FWD", no_op)
+    wrapper_out, wrapper_lse = ops.fwd(*args)
+    assert torch.equal(out, wrapper_out) and torch.equal(lse, wrapper_lse)
+
+
+def test_eager_fast_path_leaves_modes_and_errors_to_the_op():
+    """A dispatch mode sees the op even for a planned signature; an invalid call raises the op's
+    error through ops.fwd."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from torch_flashinfer import ops
+
+    class Log(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(func)
+            return func(*args, **(kwargs or {}))
+
+    args = _decode_args()
+    FWD(*args)
+    with Log() as log:
+        ops.fwd(*args)
+    assert FWD in log.ops
+    q, k, v = args[:3]
+    with pytest.raises(ValueError, match=r"heads_q \(8\) must be a multiple of heads_k \(3\)"):
+        ops.fwd(q, k[:, :, :1].expand(-1, -1, 3, -1), v[:, :, :1].expand(-1, -1, 3, -1), *args[3:])
+
+
 def test_unknown_family_is_not_implemented():
     q = torch.randn(1, 4, 2, 64, device="cuda", dtype=torch.float16)
     with pytest.raises(NotImplementedError, match="algo 'split_kv' takes dense q"):

@@ -58,18 +58,32 @@ _lib.define(
 )
 
 _FWD = torch.ops.flashinfer.fwd.default
+_fwd_cached = None  # the binding's fwd_cached, once the CUDA kernels are installed (_fwd_cuda)
 
 
 def fwd(q, k, v, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=0, max_seqlen_k=0, cache_seqlens=None,
         cache_leftpad=None, block_table=None, alibi_slopes=None, softmax_scale=None, causal=False,
         window_left=-1, window_right=-1, softcap=0.0, num_splits=0, algo="auto"):
-    """``torch.ops.flashinfer.fwd`` with every argument passed by position, as the typed wrappers
-    and the transformers integration call it: the dispatcher parses a custom op's keyword
-    arguments ~3 us slower per call (H100 host, 19.6 vs 22.7 us for a decode call:
-    ``benchmarks/profile_decode.py --host``). Defaults: the schema's (tests/test_ops.py checks)."""
-    return _FWD(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, cache_seqlens, cache_leftpad,
-                block_table, alibi_slopes, softmax_scale, causal, window_left, window_right, softcap, num_splits,
-                algo)
+    """``torch.ops.flashinfer.fwd``, as the typed wrappers and the transformers integration call it.
+
+    In plain eager mode (not while torch.compile traces, no torch function or dispatch mode
+    active, plain CUDA tensors) a call whose signature the op has already validated and planned
+    goes straight to the binding's launch path (``fwd_cached``), skipping the dispatcher's boxed
+    call: ~18 us less CPU per decode call on the H100 host (``benchmarks/profile_decode.py
+    --host``). Anything else -- a new signature, invalid input, tracing, modes -- calls the op.
+    Defaults: the schema's (tests/test_ops.py checks)."""
+    args = (q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, cache_seqlens, cache_leftpad,
+            block_table, alibi_slopes, softmax_scale, causal, window_left, window_right, softcap, num_splits, algo)
+    if (_fwd_cached is not None and not torch.compiler.is_compiling() and q.is_cuda
+            and type(q) is torch.Tensor and type(k) is torch.Tensor and type(v) is torch.Tensor
+            and not torch._C._is_torch_function_mode_enabled() and torch._C._len_torch_dispatch_stack() == 0):
+        try:
+            result = _fwd_cached(*args)
+        except TypeError:  # an argument pybind does not convert (the op may): let the op judge it
+            result = None
+        if result is not None:
+            return result
+    return _FWD(*args)
 
 
 def _new_outputs(q: torch.Tensor, varlen_q: bool):
@@ -119,7 +133,9 @@ def _append_kv_cpu(k_cache, v_cache, k, v, cache_seqlens, block_table=None):
 # through _kernels.plan_fwd / plan_append_kv. These Python kernels only install them on the
 # first CUDA call (building the binding if needed), then hand that call over.
 def _fwd_cuda(*args, **kwargs):
+    global _fwd_cached
     _kernels.install_cuda_ops()
+    _fwd_cached = _kernels.binding().fwd_cached
     return torch.ops.flashinfer.fwd.default(*args, **kwargs)
 
 

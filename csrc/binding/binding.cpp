@@ -7,6 +7,7 @@
 // implementations -- once per distinct signature, and cached here. A repeated signature goes
 // straight from the dispatcher to the params struct and the kernel on the current stream of the
 // tensors' device: no Python on the hot path (an eager decode call is host-bound otherwise).
+// ops.fwd, which the typed wrappers call, skips the dispatcher too where it can (fwd_cached).
 // With TORCH_FLASHINFER_CHECK_DATA=1 every call goes through Python (its checks read values).
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -16,8 +17,8 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <initializer_list>
 #include <cstring>
+#include <initializer_list>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -303,15 +304,12 @@ auto call_python(Fn&& fn) {
   }
 }
 
-std::tuple<at::Tensor, at::Tensor> fwd_op(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                          const OptTensor& cu_seqlens_q, const OptTensor& cu_seqlens_k,
-                                          c10::SymInt max_seqlen_q, c10::SymInt max_seqlen_k,
-                                          const OptTensor& cache_seqlens, const OptTensor& cache_leftpad,
-                                          const OptTensor& block_table, const OptTensor& alibi_slopes,
-                                          std::optional<double> softmax_scale, bool causal, int64_t window_left,
-                                          int64_t window_right, double softcap, int64_t num_splits,
-                                          c10::string_view algo) {
-  const int64_t max_q = max_seqlen_q.expect_int(), max_k = max_seqlen_k.expect_int();
+// The plan cache's key of a fwd call: its signature (add_tensor) and scalar options.
+std::string fwd_key(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const OptTensor& cu_seqlens_q,
+                    const OptTensor& cu_seqlens_k, int64_t max_q, int64_t max_k, const OptTensor& cache_seqlens,
+                    const OptTensor& cache_leftpad, const OptTensor& block_table, const OptTensor& alibi_slopes,
+                    std::optional<double> softmax_scale, bool causal, int64_t window_left, int64_t window_right,
+                    double softcap, int64_t num_splits, c10::string_view algo) {
   std::vector<int64_t> key;
   key.reserve(96);
   for (const at::Tensor* t : {&q, &k, &v}) add_tensor(key, *t);
@@ -324,8 +322,39 @@ std::tuple<at::Tensor, at::Tensor> fwd_op(const at::Tensor& q, const at::Tensor&
   add_double(key, softcap);
   std::string bytes = key_bytes(key);
   bytes.append(algo.data(), algo.size());
+  return bytes;
+}
 
-  std::optional<FwdPlan> plan = planners->check_data ? std::nullopt : fwd_plans().find(bytes);
+// Allocates out and lse and launches a planned call. out: q's shape, contiguous; lse: (batch,
+// heads_q, seqlen_q) dense, (heads_q, total_q) packed (the rule of ops._new_outputs, which the
+// fake implementation uses).
+std::tuple<at::Tensor, at::Tensor> run_fwd(const FwdPlan& plan, const at::Tensor& q, const at::Tensor& k,
+                                           const at::Tensor& v, const OptTensor& cu_seqlens_q,
+                                           const OptTensor& cu_seqlens_k, const OptTensor& cache_seqlens,
+                                           const OptTensor& cache_leftpad, const OptTensor& block_table,
+                                           const OptTensor& alibi_slopes, bool causal, int64_t window_left,
+                                           int64_t window_right, double softcap, int64_t num_splits) {
+  at::Tensor out = at::empty(q.sizes(), q.options());
+  at::Tensor lse = cu_seqlens_q.has_value() ? at::empty({q.size(1), q.size(0)}, q.options().dtype(at::kFloat))
+                                            : at::empty({q.size(0), q.size(2), q.size(1)}, q.options().dtype(at::kFloat));
+  launch_fwd(plan, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, cache_seqlens, cache_leftpad, block_table,
+             alibi_slopes, causal, window_left, window_right, softcap, num_splits);
+  return {out, lse};
+}
+
+std::tuple<at::Tensor, at::Tensor> fwd_op(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                          const OptTensor& cu_seqlens_q, const OptTensor& cu_seqlens_k,
+                                          c10::SymInt max_seqlen_q, c10::SymInt max_seqlen_k,
+                                          const OptTensor& cache_seqlens, const OptTensor& cache_leftpad,
+                                          const OptTensor& block_table, const OptTensor& alibi_slopes,
+                                          std::optional<double> softmax_scale, bool causal, int64_t window_left,
+                                          int64_t window_right, double softcap, int64_t num_splits,
+                                          c10::string_view algo) {
+  const int64_t max_q = max_seqlen_q.expect_int(), max_k = max_seqlen_k.expect_int();
+  const std::string key = fwd_key(q, k, v, cu_seqlens_q, cu_seqlens_k, max_q, max_k, cache_seqlens, cache_leftpad,
+                                  block_table, alibi_slopes, softmax_scale, causal, window_left, window_right, softcap,
+                                  num_splits, algo);
+  std::optional<FwdPlan> plan = planners->check_data ? std::nullopt : fwd_plans().find(key);
   if (!plan.has_value()) {
     plan = call_python([&] {
       py::tuple t = planners->fwd(q, k, v, to_py(cu_seqlens_q), to_py(cu_seqlens_k), max_q, max_k,
@@ -338,16 +367,32 @@ std::tuple<at::Tensor, at::Tensor> fwd_op(const at::Tensor& q, const at::Tensor&
                      reinterpret_cast<tfi_fwd_counters_fn>(t[2].cast<int64_t>()), t[3].cast<int64_t>(),
                      t[4].cast<int64_t>(), t[5].cast<double>()};
     });
-    fwd_plans().insert(bytes, *plan);
+    fwd_plans().insert(key, *plan);
   }
-  // out: q's shape, contiguous; lse: (batch, heads_q, seqlen_q) dense, (heads_q, total_q) packed
-  // (the rule of ops._new_outputs, which the fake implementation uses).
-  at::Tensor out = at::empty(q.sizes(), q.options());
-  at::Tensor lse = cu_seqlens_q.has_value() ? at::empty({q.size(1), q.size(0)}, q.options().dtype(at::kFloat))
-                                            : at::empty({q.size(0), q.size(2), q.size(1)}, q.options().dtype(at::kFloat));
-  launch_fwd(*plan, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, cache_seqlens, cache_leftpad, block_table,
-             alibi_slopes, causal, window_left, window_right, softcap, num_splits);
-  return {out, lse};
+  return run_fwd(*plan, q, k, v, cu_seqlens_q, cu_seqlens_k, cache_seqlens, cache_leftpad, block_table, alibi_slopes,
+                 causal, window_left, window_right, softcap, num_splits);
+}
+
+// The eager fast path (ops.fwd): the op's CUDA kernel without the dispatcher's boxed call, for a
+// signature whose plan is cached -- i.e. that the op has validated before. Returns None for any
+// other (ops.fwd then calls the op, which validates, raises or plans). The dispatcher's argument
+// parsing and boxing cost a decode call ~18 us of CPU (H100 host: 29.5 us through the op, 11.2
+// for the launch path alone; benchmarks/profile_decode.py --host).
+py::object fwd_cached(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const OptTensor& cu_seqlens_q,
+                      const OptTensor& cu_seqlens_k, int64_t max_q, int64_t max_k, const OptTensor& cache_seqlens,
+                      const OptTensor& cache_leftpad, const OptTensor& block_table, const OptTensor& alibi_slopes,
+                      std::optional<double> softmax_scale, bool causal, int64_t window_left, int64_t window_right,
+                      double softcap, int64_t num_splits, const std::string& algo) {
+  if (planners == nullptr || planners->check_data) return py::none();
+  const std::optional<FwdPlan> plan =
+      fwd_plans().find(fwd_key(q, k, v, cu_seqlens_q, cu_seqlens_k, max_q, max_k, cache_seqlens, cache_leftpad,
+                               block_table, alibi_slopes, softmax_scale, causal, window_left, window_right, softcap,
+                               num_splits, algo));
+  if (!plan.has_value()) return py::none();
+  RECORD_FUNCTION("flashinfer::fwd", std::vector<c10::IValue>{});
+  auto [out, lse] = run_fwd(*plan, q, k, v, cu_seqlens_q, cu_seqlens_k, cache_seqlens, cache_leftpad, block_table,
+                            alibi_slopes, causal, window_left, window_right, softcap, num_splits);
+  return py::make_tuple(out, lse);
 }
 
 void append_kv_op(at::Tensor& k_cache, at::Tensor& v_cache, const at::Tensor& k, const at::Tensor& v,
@@ -407,4 +452,5 @@ void fwd_with_library(int64_t kernel, int64_t workspace, int64_t counters, const
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("register_cuda_ops", &register_cuda_ops);
   m.def("fwd_with_library", &fwd_with_library);
+  m.def("fwd_cached", &fwd_cached);
 }
