@@ -116,6 +116,9 @@ def install_cuda_ops() -> None:
     with _install_lock:
         if not _installed:
             binding().register_cuda_ops(plan_fwd, plan_append_kv, _validation.CHECK_CUDA_DATA)
+            from . import ops
+
+            ops._fwd_cached = binding().fwd_cached  # arms ops.fwd's eager fast path
             _installed = True
 
 

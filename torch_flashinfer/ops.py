@@ -58,7 +58,7 @@ _lib.define(
 )
 
 _FWD = torch.ops.flashinfer.fwd.default
-_fwd_cached = None  # the binding's fwd_cached, once the CUDA kernels are installed (_fwd_cuda)
+_fwd_cached = None  # the binding's fwd_cached, once the CUDA kernels are installed (_kernels.install_cuda_ops)
 
 
 def fwd(q, k, v, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=0, max_seqlen_k=0, cache_seqlens=None,
@@ -133,9 +133,7 @@ def _append_kv_cpu(k_cache, v_cache, k, v, cache_seqlens, block_table=None):
 # through _kernels.plan_fwd / plan_append_kv. These Python kernels only install them on the
 # first CUDA call (building the binding if needed), then hand that call over.
 def _fwd_cuda(*args, **kwargs):
-    global _fwd_cached
     _kernels.install_cuda_ops()
-    _fwd_cached = _kernels.binding().fwd_cached
     return torch.ops.flashinfer.fwd.default(*args, **kwargs)
 
 

@@ -9,6 +9,7 @@
 // tensors' device: no Python on the hot path (an eager decode call is host-bound otherwise).
 // ops.fwd, which the typed wrappers call, skips the dispatcher too where it can (fwd_cached).
 // With TORCH_FLASHINFER_CHECK_DATA=1 every call goes through Python (its checks read values).
+#include <ATen/cuda/EmptyTensor.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime.h>
@@ -57,6 +58,12 @@ struct FwdPlan {
   int64_t seqlen_q, seqlen_k;
   double softmax_scale;
 };
+
+// An uninitialised contiguous CUDA tensor, from the caching allocator without a second trip
+// through the dispatcher (at::empty's): the outputs and scratch of every call.
+at::Tensor new_cuda_tensor(at::IntArrayRef sizes, at::ScalarType dtype, at::Device device) {
+  return at::detail::empty_cuda(sizes, dtype, device, std::nullopt);
+}
 
 // Counters that calls leave zeroed (api.h tfi_fwd_counters), one buffer per (device, stream):
 // calls on one stream run in order, so they can share it. A CUDA graph capture gets fresh zeroed
@@ -161,7 +168,7 @@ void launch_fwd(const FwdPlan& plan, const at::Tensor& q, const at::Tensor& k, c
   at::Tensor workspace, counters_buffer;
   const long long floats = plan.workspace(&p);
   if (floats > 0) {
-    workspace = at::empty({floats}, q.options().dtype(at::kFloat));
+    workspace = new_cuda_tensor({floats}, at::kFloat, q.device());
     p.workspace = workspace.data_ptr<float>();
     p.workspace_floats = floats;
   }
@@ -334,9 +341,9 @@ std::tuple<at::Tensor, at::Tensor> run_fwd(const FwdPlan& plan, const at::Tensor
                                            const OptTensor& cache_leftpad, const OptTensor& block_table,
                                            const OptTensor& alibi_slopes, bool causal, int64_t window_left,
                                            int64_t window_right, double softcap, int64_t num_splits) {
-  at::Tensor out = at::empty(q.sizes(), q.options());
-  at::Tensor lse = cu_seqlens_q.has_value() ? at::empty({q.size(1), q.size(0)}, q.options().dtype(at::kFloat))
-                                            : at::empty({q.size(0), q.size(2), q.size(1)}, q.options().dtype(at::kFloat));
+  at::Tensor out = new_cuda_tensor(q.sizes(), q.scalar_type(), q.device());
+  at::Tensor lse = cu_seqlens_q.has_value() ? new_cuda_tensor({q.size(1), q.size(0)}, at::kFloat, q.device())
+                                            : new_cuda_tensor({q.size(0), q.size(2), q.size(1)}, at::kFloat, q.device());
   launch_fwd(plan, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, cache_seqlens, cache_leftpad, block_table,
              alibi_slopes, causal, window_left, window_right, softcap, num_splits);
   return {out, lse};
