@@ -229,6 +229,26 @@ def test_positional_fwd_has_the_schema_defaults():
         assert p.default == (a.default_value if a.has_default_value() else inspect.Parameter.empty), p.name
 
 
+def test_plain_eager_excludes_tracing_modes_transforms_and_subclasses():
+    """ops.fwd takes its dispatcher-free path only where nothing but the op's kernel would see the
+    call (tests/test_cuda_binding.py checks the path itself on the GPU)."""
+    from torch.overrides import TorchFunctionMode
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    plain_eager = torch_flashinfer.ops.plain_eager
+    x = torch.zeros(2, 3)
+    assert plain_eager(x, x, x)
+    assert not torch.func.vmap(lambda t: t + plain_eager(t, t, t))(x).any()
+    compiled = torch.compile(lambda t: t + plain_eager(t, t, t), backend="eager", fullgraph=True)
+    assert not compiled(x).any()
+    for mode in (TorchFunctionMode(), TorchDispatchMode()):
+        with mode:
+            assert not plain_eager(x, x, x)
+    with FakeTensorMode() as fake_mode:
+        fake = fake_mode.from_tensor(x)
+    assert not plain_eager(x, fake, x)
+
+
 def _misaligned_cases(device):
     """Rows off 16-byte boundaries: a storage offset of one element, a head stride of 65 (the
     values are never read: empty tensors, built with the calls that fake CUDA tensors allow

@@ -61,22 +61,28 @@ _FWD = torch.ops.flashinfer.fwd.default
 _fwd_cached = None  # the binding's fwd_cached, once the CUDA kernels are installed (_kernels.install_cuda_ops)
 
 
+def plain_eager(q, k, v) -> bool:
+    """Whether only the op's own CUDA kernel would see a call on these tensors: not while
+    torch.compile traces, no torch function or dispatch mode and no torch.func transform active,
+    q, k, v plain tensors (not subclasses such as fake tensors)."""
+    return (not torch.compiler.is_compiling() and type(q) is torch.Tensor and type(k) is torch.Tensor
+            and type(v) is torch.Tensor and not torch._C._is_torch_function_mode_enabled()
+            and torch._C._len_torch_dispatch_stack() == 0 and torch._C._functorch.peek_interpreter_stack() is None)
+
+
 def fwd(q, k, v, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=0, max_seqlen_k=0, cache_seqlens=None,
         cache_leftpad=None, block_table=None, alibi_slopes=None, softmax_scale=None, causal=False,
         window_left=-1, window_right=-1, softcap=0.0, num_splits=0, algo="auto"):
     """``torch.ops.flashinfer.fwd``, as the typed wrappers and the transformers integration call it.
 
-    In plain eager mode (not while torch.compile traces, no torch function or dispatch mode
-    active, plain CUDA tensors) a call whose signature the op has already validated and planned
-    goes straight to the binding's launch path (``fwd_cached``), skipping the dispatcher's boxed
-    call: ~18 us less CPU per decode call on the H100 host (``benchmarks/profile_decode.py
-    --host``). Anything else -- a new signature, invalid input, tracing, modes -- calls the op.
-    Defaults: the schema's (tests/test_ops.py checks)."""
+    In plain eager mode (``plain_eager``) on CUDA, a call whose signature the op has already
+    validated and planned goes straight to the binding's launch path (``fwd_cached``), skipping
+    the dispatcher's boxed call: 3.0-3.4 us less CPU per decode call on the H100 host
+    (``benchmarks/results/h100/host_overhead.log``). Anything else -- a new signature, invalid
+    input, tracing, modes, transforms -- calls the op. Defaults: the schema's (tests/test_ops.py)."""
     args = (q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, cache_seqlens, cache_leftpad,
             block_table, alibi_slopes, softmax_scale, causal, window_left, window_right, softcap, num_splits, algo)
-    if (_fwd_cached is not None and not torch.compiler.is_compiling() and q.is_cuda
-            and type(q) is torch.Tensor and type(k) is torch.Tensor and type(v) is torch.Tensor
-            and not torch._C._is_torch_function_mode_enabled() and torch._C._len_torch_dispatch_stack() == 0):
+    if _fwd_cached is not None and q.is_cuda and plain_eager(q, k, v):
         try:
             result = _fwd_cached(*args)
         except TypeError:  # an argument pybind does not convert (the op may): let the op judge it
