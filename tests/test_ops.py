@@ -229,7 +229,7 @@ def test_positional_fwd_has_the_schema_defaults():
         assert p.default == (a.default_value if a.has_default_value() else inspect.Parameter.empty), p.name
 
 
-def test_plain_eager_excludes_tracing_modes_transforms_and_subclasses():
+def test_plain_eager_excludes_tracing_modes_transforms_autograd_and_subclasses():
     """ops.fwd takes its dispatcher-free path only where nothing but the op's kernel would see the
     call (tests/test_cuda_binding.py checks the path itself on the GPU)."""
     from torch.overrides import TorchFunctionMode
@@ -237,16 +237,23 @@ def test_plain_eager_excludes_tracing_modes_transforms_and_subclasses():
 
     plain_eager = torch_flashinfer.ops.plain_eager
     x = torch.zeros(2, 3)
-    assert plain_eager(x, x, x)
+    assert plain_eager(x, x, x, None)
     assert not torch.func.vmap(lambda t: t + plain_eager(t, t, t))(x).any()
     compiled = torch.compile(lambda t: t + plain_eager(t, t, t), backend="eager", fullgraph=True)
     assert not compiled(x).any()
+    seen = []
+    torch.jit.trace(lambda t: seen.append(plain_eager(t, t, t)) or t + 1, (x,), check_trace=False)
+    assert seen == [False]
     for mode in (TorchFunctionMode(), TorchDispatchMode()):
         with mode:
             assert not plain_eager(x, x, x)
     with FakeTensorMode() as fake_mode:
         fake = fake_mode.from_tensor(x)
-    assert not plain_eager(x, fake, x)
+    assert not plain_eager(x, x, x, fake)  # any tensor argument, not only q/k/v
+    w = torch.zeros(2, 3, requires_grad=True)
+    assert not plain_eager(x, w, x)
+    with torch.no_grad():
+        assert plain_eager(x, w, x)
 
 
 def _misaligned_cases(device):

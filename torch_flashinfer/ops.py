@@ -61,13 +61,20 @@ _FWD = torch.ops.flashinfer.fwd.default
 _fwd_cached = None  # the binding's fwd_cached, once the CUDA kernels are installed (_kernels.install_cuda_ops)
 
 
-def plain_eager(q, k, v) -> bool:
-    """Whether only the op's own CUDA kernel would see a call on these tensors: not while
-    torch.compile traces, no torch function or dispatch mode and no torch.func transform active,
-    q, k, v plain tensors (not subclasses such as fake tensors)."""
-    return (not torch.compiler.is_compiling() and type(q) is torch.Tensor and type(k) is torch.Tensor
-            and type(v) is torch.Tensor and not torch._C._is_torch_function_mode_enabled()
-            and torch._C._len_torch_dispatch_stack() == 0 and torch._C._functorch.peek_interpreter_stack() is None)
+def plain_eager(*tensors) -> bool:
+    """Whether nothing but the op's own kernel would see a call on these tensors (None allowed):
+    not while torch.compile or torch.jit.trace traces, no torch function or dispatch mode and no
+    torch.func transform active, no autograd to record (grad mode off or no input requiring grad),
+    plain tensors only (no subclasses such as fake tensors)."""
+    if (torch.compiler.is_compiling() or torch._C._get_tracing_state() is not None
+            or torch._C._is_torch_function_mode_enabled() or torch._C._len_torch_dispatch_stack()
+            or torch._C._functorch.peek_interpreter_stack() is not None):
+        return False
+    grad = torch.is_grad_enabled()
+    for t in tensors:
+        if t is not None and (type(t) is not torch.Tensor or (grad and t.requires_grad)):
+            return False
+    return True
 
 
 def fwd(q, k, v, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=0, max_seqlen_k=0, cache_seqlens=None,
@@ -79,10 +86,12 @@ def fwd(q, k, v, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=0, max_seqle
     validated and planned goes straight to the binding's launch path (``fwd_cached``), skipping
     the dispatcher's boxed call: 3.0-3.4 us less CPU per decode call on the H100 host
     (``benchmarks/results/h100/host_overhead.log``). Anything else -- a new signature, invalid
-    input, tracing, modes, transforms -- calls the op. Defaults: the schema's (tests/test_ops.py)."""
+    input, tracing, modes, transforms, autograd -- calls the op. Defaults: the schema's
+    (tests/test_ops.py)."""
     args = (q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, cache_seqlens, cache_leftpad,
             block_table, alibi_slopes, softmax_scale, causal, window_left, window_right, softcap, num_splits, algo)
-    if _fwd_cached is not None and q.is_cuda and plain_eager(q, k, v):
+    if (plain_eager(q, k, v, cu_seqlens_q, cu_seqlens_k, cache_seqlens, cache_leftpad, block_table, alibi_slopes)
+            and _fwd_cached is not None and q.is_cuda):
         try:
             result = _fwd_cached(*args)
         except TypeError:  # an argument pybind does not convert (the op may): let the op judge it

@@ -60,8 +60,13 @@ struct FwdPlan {
 };
 
 // An uninitialised contiguous CUDA tensor, from the caching allocator without a second trip
-// through the dispatcher (at::empty's): the outputs and scratch of every call.
+// through the dispatcher (at::empty's): the outputs and scratch of every call. In deterministic
+// mode with fill_uninitialized_memory, at::empty's NaN fill is kept.
 at::Tensor new_cuda_tensor(at::IntArrayRef sizes, at::ScalarType dtype, at::Device device) {
+  const auto& ctx = at::globalContext();
+  if (ctx.deterministicAlgorithms() && ctx.deterministicFillUninitializedMemory()) {
+    return at::empty(sizes, at::TensorOptions().dtype(dtype).device(device));
+  }
   return at::detail::empty_cuda(sizes, dtype, device, std::nullopt);
 }
 
@@ -396,10 +401,14 @@ py::object fwd_cached(const at::Tensor& q, const at::Tensor& k, const at::Tensor
                                block_table, alibi_slopes, softmax_scale, causal, window_left, window_right, softcap,
                                num_splits, algo));
   if (!plan.has_value()) return py::none();
-  RECORD_FUNCTION("flashinfer::fwd", std::vector<c10::IValue>{});
-  auto [out, lse] = run_fwd(*plan, q, k, v, cu_seqlens_q, cu_seqlens_k, cache_seqlens, cache_leftpad, block_table,
-                            alibi_slopes, causal, window_left, window_right, softcap, num_splits);
-  return py::make_tuple(out, lse);
+  std::tuple<at::Tensor, at::Tensor> result;
+  {
+    py::gil_scoped_release no_gil;  // as the dispatcher's call from Python does
+    RECORD_FUNCTION("flashinfer::fwd", std::vector<c10::IValue>({q, k, v}));
+    result = run_fwd(*plan, q, k, v, cu_seqlens_q, cu_seqlens_k, cache_seqlens, cache_leftpad, block_table,
+                     alibi_slopes, causal, window_left, window_right, softcap, num_splits);
+  }
+  return py::make_tuple(std::get<0>(result), std::get<1>(result));
 }
 
 void append_kv_op(at::Tensor& k_cache, at::Tensor& v_cache, const at::Tensor& k, const at::Tensor& v,
