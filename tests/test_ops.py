@@ -206,6 +206,8 @@ APPEND_ERRORS = [
     ("heads", _append_args(k_cache=torch.zeros(2, 8, 4, 32), v_cache=torch.zeros(2, 8, 4, 32)),
      r"cache \(heads_k, head_dim\) \(4, 32\) differs"),
     ("seqlens dtype", _append_args(cache_seqlens=torch.tensor([0, 5])), "cache_seqlens must be int32"),
+    ("head_dim", _append_args(k_cache=torch.zeros(2, 8, 2, 36), v_cache=torch.zeros(2, 8, 2, 36),
+                              k=torch.randn(2, 3, 2, 36), v=torch.randn(2, 3, 2, 36)), "head_dim 36 is not supported"),
     ("dtype", _append_args(k_cache=torch.zeros(2, 8, 2, 32, dtype=H), v_cache=torch.zeros(2, 8, 2, 32, dtype=H)),
      "k_cache has dtype torch.float16 but k has torch.float32"),
 ]

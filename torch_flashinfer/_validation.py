@@ -74,6 +74,11 @@ def _check_qkv_tensor(op: str, name: str, t: Tensor, like: Tensor, ndim: int, li
                       f"{t.storage_offset()} must be multiples of {elems} elements (e.g. pass {name}.contiguous())")
 
 
+def _check_head_dim(op: str, head_dim: int):
+    if head_dim not in HEAD_DIMS:
+        _fail(op, f"head_dim {head_dim} is not supported; supported: {', '.join(map(str, HEAD_DIMS))}")
+
+
 def _check_dtype(op: str, q: Tensor):
     allowed = CPU_DTYPES if q.device.type in ("cpu", "meta") else GPU_DTYPES
     if q.dtype not in allowed:
@@ -121,8 +126,7 @@ def check_fwd(
     varlen_q = cu_seqlens_q is not None
     _check_qkv_tensor(op, "q", q, q, 3 if varlen_q else 4)
     heads_q, head_dim = q.shape[-2], q.shape[-1]
-    if head_dim not in HEAD_DIMS:
-        _fail(op, f"head_dim {head_dim} is not supported; supported: {', '.join(map(str, HEAD_DIMS))}")
+    _check_head_dim(op, head_dim)
 
     if block_table is not None:
         kv_layout = "paged"
@@ -262,6 +266,7 @@ def check_append_kv(
     if tuple(k_cache.shape) != tuple(v_cache.shape):
         _fail(op, f"k_cache and v_cache must have the same shape, got {tuple(k_cache.shape)} and {tuple(v_cache.shape)}")
     batch, new_tokens, heads_k, head_dim = k.shape
+    _check_head_dim(op, head_dim)
     if tuple(k_cache.shape[2:]) != (heads_k, head_dim):
         _fail(op, f"cache (heads_k, head_dim) {tuple(k_cache.shape[2:])} differs from the new tokens' {(heads_k, head_dim)}")
     if block_table is None:
