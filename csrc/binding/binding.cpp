@@ -387,9 +387,9 @@ std::tuple<at::Tensor, at::Tensor> fwd_op(const at::Tensor& q, const at::Tensor&
 
 // The eager fast path (ops.fwd): the op's CUDA kernel without the dispatcher's boxed call, for a
 // signature whose plan is cached -- i.e. that the op has validated before. Returns None for any
-// other (ops.fwd then calls the op, which validates, raises or plans). The dispatcher's argument
-// parsing and boxing cost a decode call ~18 us of CPU (H100 host: 29.5 us through the op, 11.2
-// for the launch path alone; benchmarks/profile_decode.py --host).
+// other (ops.fwd then calls the op, which validates, raises or plans). Skipping the dispatcher's
+// argument parsing and boxing saves a decode call 3.0-3.4 us of CPU on the H100 host
+// (benchmarks/results/h100/host_overhead.log).
 py::object fwd_cached(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const OptTensor& cu_seqlens_q,
                       const OptTensor& cu_seqlens_k, int64_t max_q, int64_t max_k, const OptTensor& cache_seqlens,
                       const OptTensor& cache_leftpad, const OptTensor& block_table, const OptTensor& alibi_slopes,
