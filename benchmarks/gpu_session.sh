@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call: install, build every kernel, run the GPU tests, then an optional step.
-#   bash benchmarks/gpu_session.sh [tests|alltests|hftests|tune|tune_split|bench|decode|ncu|ncu_decode|llama|sanitize]...
-#   (env: SUITE, SCENARIOS, BENCH_ARGS, TUNE_DIMS, LLAMA_ARGS, NCU_CAUSAL)
+#   bash benchmarks/gpu_session.sh [tests|alltests|hftests|tune|tune_split|bench|decode|ncu|ncu_cmp|ncu_decode|llama|sanitize]...
+#   (env: SUITE, SCENARIOS, BENCH_ARGS, TUNE_DIMS, LLAMA_ARGS, NCU_CAUSAL, NCU_SHAPES)
 # Logs and JSON land in $OUT (the device tool brings them back).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 MAX_JOBS=16 TORCH_FLASHINFER_CACHE_DIR=/tmp/tfi_cache
@@ -24,6 +24,19 @@ for step in "$@"; do
 import torch, torch_flashinfer
 q = torch.randn(4, 4096, 32, 128, device='cuda', dtype=torch.float16)
 torch_flashinfer.flash_attn_func(q, q, q, causal=${NCU_CAUSAL:-False})" 2>&1 | tee "$OUT/ncu.log" | grep -vE "^==PROF==" | tail -90 ;;
+    ncu_cmp) ncu --clock-control none -k regex:fwd_kernel -c 4 --section SpeedOfLight --section WarpStateStats \
+           --section InstructionStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+           --section Occupancy --section LaunchStats --section MemoryWorkloadAnalysis_Tables \
+           --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,lts__t_sectors_srcunit_ltcfabric.sum,lts__t_sectors_srcunit_tex.sum,lts__t_requests_srcunit_tex.sum,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active,l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum,l1tex__data_pipe_lsu_wavefronts_mem_shared.sum" python3 -c "
+import torch, torch_flashinfer  # ours, then SDPA's FlashAttention-2, at d=128 and d=256
+from torch.nn.attention import SDPBackend, sdpa_kernel
+for h, d in ${NCU_SHAPES:-((32, 128), (16, 256))}:
+    q = torch.randn(4, 4096, h, d, device='cuda', dtype=torch.float16)
+    torch_flashinfer.flash_attn_func(q, q, q, causal=${NCU_CAUSAL:-False})
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        qt = q.transpose(1, 2)
+        torch.nn.functional.scaled_dot_product_attention(qt, qt, qt, is_causal=${NCU_CAUSAL:-False})" \
+           2>&1 | grep -vE "^==PROF==" > "$OUT/ncu_cmp.log"; wc -l "$OUT/ncu_cmp.log" ;;
     decode) for args in "--seqlen-k 8192 --host" "--seqlen-k 128 --heads-k 32 --host" "--seqlen-k 32768" "--batch 16" "--batch 128 --heads-k 32"; do
               python3 benchmarks/profile_decode.py $args; done 2>&1 | tee "$OUT/decode.log" ;;
     ncu_decode) ncu --clock-control none -k regex:split_kv -c 1 --section SpeedOfLight --section WarpStateStats \

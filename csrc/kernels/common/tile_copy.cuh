@@ -61,6 +61,26 @@ __device__ __forceinline__ void load_kv_tile(const FwdParams& p, const Sequence&
   constexpr int kStride = kHeadDim + 8;
   static_assert(kRows * Map::kChunksPerRow % kThreads == 0, "even copy split");
   const bool full = n0 + kRows <= seq.seqlen_k;
+  if constexpr (kMode == KvMode::kContiguous && kThreads % Map::kChunksPerRow == 0) {
+    // A whole tile of a contiguous cache: each thread's rows step by a constant, so its chunks
+    // are one 64-bit address plus constant offsets (no per-row multiply or bounds select).
+    if (full) {
+      constexpr int kRowStep = kThreads / Map::kChunksPerRow;
+      const int r0 = Map::row(tid, 0), col = Map::col(tid, 0);
+      auto copy = [&](const T* src, int64_t row_stride, T* dst) {
+        src += int64_t(n0 + r0) * row_stride + col;
+        dst += r0 * kStride + col;
+#pragma unroll
+        for (int i = 0; i < kRows / kRowStep; ++i) {
+          cp_async_16<kTileCopyPrefetch>(smem_addr(dst + i * kRowStep * kStride), src, true, policy);
+          src += kRowStep * row_stride;
+        }
+      };
+      if constexpr (kK) copy(k_head + seq.k_offset, p.k_row_stride, sK);
+      if constexpr (kV) copy(v_head + seq.v_offset, p.v_row_stride, sV);
+      return;
+    }
+  }
   int tile_block = 0;
   if constexpr (kMode == KvMode::kPagedTile) {
     int unused;

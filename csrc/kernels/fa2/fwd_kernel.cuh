@@ -3,9 +3,9 @@
 // fp32 accumulators in registers (mma.sync m16n8k16).
 //
 // Two pipelines (tile_config.h picks one per head dim): two stages, each a K and a V tile, the
-// next tile's copy in flight during the whole step; or one K and one V buffer (a third less
-// shared memory at d >= 192, so two CTAs fit an SM), V's copy in flight during Q K^T and the
-// next K's during softmax and P V.
+// next tile's copy in flight during the whole step (one barrier per step); or one K and one V
+// buffer (a third less shared memory at d >= 192, so two CTAs fit an SM), V's copy in flight
+// during Q K^T and the next K's during softmax and P V (two barriers per step).
 //
 // Shared-memory rows are padded by 16 bytes (kStride = head_dim + 8), so the 8 rows an
 // ldmatrix reads start in 8 different 16-byte bank groups for every supported head_dim.
@@ -48,10 +48,12 @@ struct TileShape {
   using DecodeShape = decode::Shape<kHeadDim, 1, 2>;
   static constexpr bool kHasDecodePath = DecodeShape::kThreads == kThreads;
 
+  // A launch that may run decode rows also needs the decode ring (tile_config.h; at d=256 143 KB,
+  // one CTA per H100 SM); a prefill-only launch sizes for its tiles alone.
   template <typename T>
-  static constexpr size_t smem_bytes() {
+  static constexpr size_t smem_bytes(bool decode_path) {
     const size_t tiles = size_t(kBlockM + 2 * kStages * kBlockN) * kStride * sizeof(T);
-    return kHasDecodePath && DecodeShape::smem_bytes() > tiles ? DecodeShape::smem_bytes() : tiles;
+    return decode_path && kHasDecodePath && DecodeShape::smem_bytes() > tiles ? DecodeShape::smem_bytes() : tiles;
   }
 };
 
@@ -112,9 +114,20 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
   const int key_begin = mask.key_begin(m0), key_end = mask.key_end(m_end);
   const int first_tile = key_begin / kN;
   const int last_tile = key_end > key_begin ? (key_end - 1) / kN : first_tile - 1;
+  // Copy groups: Q with the first step's K (two stages: and V), then what the loop's first step
+  // would issue (two stages: the second tile; one stage: the first V), so that a short sequence's
+  // copies are all in flight at once.
   if (last_tile >= first_tile) {
     if constexpr (Shape::kStages == 2) load_kv(Yes{}, Yes{}, last_tile, 0);
     else load_kv(Yes{}, No{}, last_tile, 0);
+  }
+  cp_async_commit();
+  if (last_tile >= first_tile) {
+    if constexpr (Shape::kStages == 2) {
+      if (last_tile > first_tile) load_kv(Yes{}, Yes{}, last_tile - 1, 1);
+    } else {
+      load_kv(No{}, Yes{}, last_tile, 0);
+    }
   }
   cp_async_commit();
 
@@ -136,14 +149,23 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
 
   for (int tile = last_tile, it = 0; tile >= first_tile; --tile, ++it) {
     const int stage = Shape::kStages == 2 ? it & 1 : 0;
-    if constexpr (Shape::kStages == 2) {
-      if (tile > first_tile) load_kv(Yes{}, Yes{}, tile - 1, stage ^ 1);
+    // Wait for this tile's K (two stages: and V): after the first step, the only group in flight.
+    // One barrier makes every thread's copies visible and tells that every warp is done with the
+    // previous tile, whose buffer (two stages: the other stage; one stage: V) the next copy
+    // overwrites. The first step's copy was issued with Q.
+    if (it == 0) {
+      cp_async_wait<1>();
+      __syncthreads();
     } else {
-      load_kv(No{}, Yes{}, tile, 0);  // V's buffer is free: the last step ended in a barrier
+      cp_async_wait<0>();
+      __syncthreads();
+      if constexpr (Shape::kStages == 2) {
+        if (tile > first_tile) load_kv(Yes{}, Yes{}, tile - 1, stage ^ 1);
+      } else {
+        load_kv(No{}, Yes{}, tile, 0);
+      }
+      cp_async_commit();
     }
-    cp_async_commit();
-    cp_async_wait<1>();  // this tile's K (two stages: and V) has landed
-    __syncthreads();
 
     const T* sKs = sK + stage * kN * kStride;
     const T* sVs = sV + stage * kN * kStride;
@@ -181,7 +203,7 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
 
     if constexpr (Shape::kStages == 1) {
       cp_async_wait<0>();  // this tile's V
-      __syncthreads();     // and every warp is done with K: the next K may land there
+      __syncthreads();     // visible to every warp, and every warp is done with K: the next K may land there
       if (tile > first_tile) load_kv(Yes{}, No{}, tile - 1, 0);
       cp_async_commit();
     }
@@ -224,7 +246,6 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
         }
       }
     }
-    __syncthreads();  // this stage is overwritten by the next iteration's prefetch
   }
   cp_async_wait<0>();
   __syncthreads();  // with no key tile, the Q copies (by every thread) may still be landing

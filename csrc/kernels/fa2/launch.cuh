@@ -14,9 +14,9 @@ template <typename T, int kHeadDim>
 const char* run_fwd(const FwdParams& p, cudaStream_t stream) {
   constexpr Tile kTile = tile_for(kHeadDim);
   using Shape = TileShape<kHeadDim, kTile.block_m, kTile.block_n, kTile.warps, kTile.stages>;
-  constexpr size_t kSmem = Shape::template smem_bytes<T>();
   const KvMode mode = kv_mode(p, Shape::kBlockN);
   const bool decode_path = Shape::kHasDecodePath && (p.cu_seqlens_q != nullptr || p.seqlen_q <= kDecodeMaxSeqlenQ);
+  const size_t smem = Shape::template smem_bytes<T>(decode_path);
   auto pick = [&](auto decode) {
     constexpr bool kDecode = decltype(decode)::value && Shape::kHasDecodePath;
     return mode == KvMode::kContiguous ? fwd_kernel<T, Shape, KvMode::kContiguous, kDecode>
@@ -30,7 +30,7 @@ const char* run_fwd(const FwdParams& p, cudaStream_t stream) {
   cudaGetDevice(&device);
   bool* set = device < 64 ? &smem_set[device][int(mode) * 2 + decode_path] : nullptr;
   if (set == nullptr || !*set) {
-    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmem));
+    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
     // The largest shared-memory carveout lets two CTAs of ~100 KB share an SM.
     if (err == cudaSuccess) {
       err = cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
@@ -43,7 +43,7 @@ const char* run_fwd(const FwdParams& p, cudaStream_t stream) {
   const long long grid = (long long)num_m_blocks * p.batch * p.heads_q;
   if (grid == 0) return nullptr;
   if (grid > 0x7fffffffLL) return "too many query tiles x heads x sequences for one launch";
-  kernel<<<unsigned(grid), Shape::kThreads, kSmem, stream>>>(p, num_m_blocks);
+  kernel<<<unsigned(grid), Shape::kThreads, smem, stream>>>(p, num_m_blocks);
   const cudaError_t err = cudaGetLastError();
   return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
 }

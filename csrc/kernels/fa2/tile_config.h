@@ -1,7 +1,8 @@
 // FA2 tile shapes per head_dim: the one place where they are chosen.
 // kBlockM queries x kBlockN keys per step, kNWarps warps (each owns kBlockM / kNWarps rows).
-// Shared memory: (kBlockM + 2 * stages * kBlockN) * (head_dim + 8) * 2 bytes (Q + K/V stages), or
-// the decode path's ring where that is larger (four-warp shapes: ~113 KB, two CTAs per H100 SM).
+// Shared memory: (kBlockM + 2 * stages * kBlockN) * (head_dim + 8) * 2 bytes (Q + K/V stages); a
+// launch that may hold decode rows (packed q, or seqlen_q <= kDecodeMaxSeqlenQ) takes the decode
+// path's ring where that is larger (four-warp shapes: 83-113 KB; 143 KB at d=256, one CTA per SM).
 // Tuning builds override the shape with -DTFI_FA2_BLOCK_M=.. -DTFI_FA2_BLOCK_N=.. -DTFI_FA2_WARPS=..
 // -DTFI_FA2_STAGES=..
 #pragma once
@@ -18,19 +19,19 @@ struct Tile {
 // benchmarks/results/h100/fa2_tiles.json). Two 16-row m-tiles per warp (4 warps x 32 rows) feed
 // every K/V fragment read from shared memory to two mma, halving shared-memory traffic; past
 // d=128 the O accumulators no longer fit twice, so each warp owns one m-tile. One K/V stage
-// (fwd_kernel.cuh) wins only at d=192, where it lets two 64-row CTAs share an SM; elsewhere two
-// stages are faster (d=256 64x64x4: 195 / 188 with one stage, 211 / 199 with two). An L2
-// prefetch on the copies (tile_copy.cuh) gains nothing here.
+// (fwd_kernel.cuh) wins at d=192 and d=256, where it lets two 64-row CTAs share an SM (99 KB at
+// d=256); elsewhere two stages are as fast or faster. An L2 prefetch on the copies
+// (tile_copy.cuh) gains nothing here.
 constexpr Tile default_tile(int head_dim) {
   switch (head_dim) {
-    case 32: return Tile{128, 64, 4};      // 218 / 197; 128x128x4 205 / 186; flash 215 / 196
-    case 64: return Tile{128, 128, 4};     // 287 / 269; 128x64x4 285 / 260; flash 296 / 274
-    case 96: return Tile{128, 64, 4};      // 307 / 268; 1 stage 287 / 261; flash 307 / 293
-    case 128: return Tile{128, 64, 4};     // 335 / 297; 1 stage 318 / 296; flash 340 / 303
-    case 160: return Tile{64, 64, 4};      // 254 / 236; 128x64x8 232 / 203; flash 239 / 224
-    case 192: return Tile{64, 64, 4, 1};   // 256 / 239; 128x64x8 255 / 226; flash 318 / 282
-    case 224: return Tile{128, 64, 8};     // 255 / 227; 64x32x4 234 / 230; flash 245 / 232
-    default: return Tile{128, 64, 8};      // d=256: 268 / 241; 1 stage 259 / 235; flash 315 / 278
+    case 32: return Tile{128, 64, 4};      // 227 / 203; 128x128x4 215 / 192; flash 215 / 196
+    case 64: return Tile{128, 128, 4};     // 308 / 276; 1 stage 302 / 282; flash 301 / 280
+    case 96: return Tile{128, 64, 4};      // 304 / 284; 1 stage 291 / 265; flash 303 / 293
+    case 128: return Tile{128, 64, 4};     // 341 / 310; 1 stage 335 / 308; flash 337 / 314
+    case 160: return Tile{64, 64, 4};      // 258 / 229; 128x64x8 232 / 210; flash 237 / 216
+    case 192: return Tile{64, 64, 4, 1};   // 266 / 243; 128x64x8 253 / 230; flash 316 / 291
+    case 224: return Tile{128, 64, 8};     // 263 / 234; 1 stage 263 / 237; flash 239 / 216
+    default: return Tile{64, 64, 4, 1};    // d=256: 269 / 262; 128x64x8x1 276 / 248; flash 308 / 279
   }
 }
 
