@@ -32,7 +32,7 @@ CANDIDATES = {
 }
 # The shipped shapes (tile_config.h) with an L2 prefetch size on their copies.
 for _d, _shape in {32: (128, 64, 4, 2), 64: (128, 128, 4, 2), 96: (128, 64, 4, 2), 128: (128, 64, 4, 2),
-                   160: (64, 64, 4, 2), 192: (64, 64, 4, 1), 224: (128, 64, 8, 2), 256: (128, 64, 8, 2)}.items():
+                   160: (64, 64, 4, 2), 192: (64, 64, 4, 1), 224: (128, 64, 8, 2), 256: (64, 64, 4, 1)}.items():
     CANDIDATES[_d] = [c + (0,) for c in CANDIDATES[_d]] + [_shape + (128,), _shape + (256,)]
 
 
