@@ -19,7 +19,8 @@ import triton
 import torch_flashinfer  # noqa: F401
 from torch_flashinfer import _build, _kernels
 
-# (block_m, block_n, warps, K/V stages[, L2 prefetch bytes of the copies: -DTFI_L2_PREFETCH, ptx.cuh])
+# (block_m, block_n, warps, K/V stages[, L2 prefetch bytes of the copies: -DTFI_L2_PREFETCH, ptx.cuh,
+#  swizzled shared-memory rows: -DTFI_FA2_SWIZZLE, tile_copy.cuh])
 CANDIDATES = {
     32: [(128, 64, 4, 2), (128, 128, 4, 2), (128, 64, 8, 2)],
     64: [(128, 64, 4, 2), (128, 128, 4, 2), (128, 32, 4, 2), (128, 128, 4, 1), (128, 64, 4, 1)],
@@ -30,10 +31,13 @@ CANDIDATES = {
     224: [(128, 64, 8, 2), (64, 64, 4, 2), (64, 32, 4, 2), (64, 64, 4, 1), (128, 64, 8, 1)],
     256: [(64, 32, 4, 2), (128, 64, 8, 2), (64, 64, 4, 2), (128, 32, 8, 2), (64, 64, 4, 1), (128, 64, 8, 1)],
 }
-# The shipped shapes (tile_config.h) with an L2 prefetch size on their copies.
-for _d, _shape in {32: (128, 64, 4, 2), 64: (128, 128, 4, 2), 96: (128, 64, 4, 2), 128: (128, 64, 4, 2),
-                   160: (64, 64, 4, 2), 192: (64, 64, 4, 1), 224: (128, 64, 8, 2), 256: (64, 64, 4, 1)}.items():
-    CANDIDATES[_d] = [c + (0,) for c in CANDIDATES[_d]] + [_shape + (128,), _shape + (256,)]
+# The shipped shapes (tile_config.h: shape, swizzle) with an L2 prefetch size on their copies and
+# with the other shared-memory row layout.
+for _d, (_shape, _sw) in {32: ((128, 64, 4, 2), 0), 64: ((128, 128, 4, 2), 0), 96: ((128, 64, 4, 2), 0),
+                          128: ((128, 64, 4, 2), 0), 160: ((64, 64, 4, 2), 0), 192: ((64, 64, 4, 1), 0),
+                          224: ((128, 64, 8, 2), 0), 256: ((64, 64, 4, 1), 1)}.items():
+    _extra = [_shape + (0, _sw), _shape + (128, _sw), _shape + (256, _sw), _shape + (0, 1 - _sw)]
+    CANDIDATES[_d] = list(dict.fromkeys([c + (0, 0) for c in CANDIDATES[_d]] + _extra))
 
 
 def tflops(b, h, s, d, causal, ms):
@@ -57,16 +61,16 @@ def main():
     head_dims = [int(d) for d in args.head_dims.split(",")]
 
     def build(cand):
-        d, m, n, w, st, pf = cand
+        d, m, n, w, st, pf, sw = cand
         base = _kernels.fwd_library("fa2", dtype, d)
-        lib = _build.KernelLibrary(f"{base.name}_m{m}n{n}w{w}s{st}pf{pf}", base.sources,
+        lib = _build.KernelLibrary(f"{base.name}_m{m}n{n}w{w}s{st}pf{pf}sw{sw}", base.sources,
                                    base.defines + (f"TFI_FA2_BLOCK_M={m}", f"TFI_FA2_BLOCK_N={n}",
                                                    f"TFI_FA2_WARPS={w}", f"TFI_FA2_STAGES={st}",
-                                                   f"TFI_L2_PREFETCH={pf}"))
+                                                   f"TFI_L2_PREFETCH={pf}", f"TFI_FA2_SWIZZLE={sw}"))
         try:
             return _build.build_kernel_library(lib, archs)
         except RuntimeError as e:
-            print(f"skip d={d} {m}x{n}x{w}x{st} pf{pf}: {str(e).splitlines()[-1][:200]}", file=sys.stderr)
+            print(f"skip d={d} {m}x{n}x{w}x{st} pf{pf} sw{sw}: {str(e).splitlines()[-1][:200]}", file=sys.stderr)
             return None
 
     cands = [(d, *c) for d in head_dims for c in CANDIDATES[d]]
@@ -90,8 +94,8 @@ def main():
                                 qt, kt, vt, is_causal=causal))
                     except RuntimeError:
                         peers[name] = None
-                for (m, n, w, st, pf) in CANDIDATES[d]:
-                    path = built.get((d, m, n, w, st, pf))
+                for (m, n, w, st, pf, sw) in CANDIDATES[d]:
+                    path = built.get((d, m, n, w, st, pf, sw))
                     if path is None:
                         continue
                     handle = ctypes.CDLL(str(path))
@@ -107,11 +111,12 @@ def main():
                     err = (out.transpose(1, 2) - ref).abs().max().item()
                     ms = bench(call)
                     row = dict(head_dim=d, batch=b, heads=h, seqlen=s, causal=causal, block_m=m, block_n=n, warps=w, stages=st, l2_prefetch=pf,
+                               swizzle=bool(sw),
                                ms=ms, tflops=tflops(b, h, s, d, causal, ms), max_err_vs_sdpa=err,
                                **{f"{k}_tflops": (tflops(b, h, s, d, causal, t) if t else None)
                                   for k, t in peers.items()})
                     rows.append(row)
-                    print(f"d={d:3d} s={s:5d} causal={int(causal)} {m:3d}x{n:3d}x{w}x{st} pf{pf:3d} {row['tflops']:6.1f} TF "
+                    print(f"d={d:3d} s={s:5d} causal={int(causal)} {m:3d}x{n:3d}x{w}x{st} pf{pf:3d} sw{sw} {row['tflops']:6.1f} TF "
                           f"(flash {row['sdpa_flash_tflops'] or 0:6.1f}, cudnn {row['sdpa_cudnn_tflops'] or 0:6.1f}) "
                           f"err {err:.1e}", flush=True)
     with open(args.out, "w") as f:

@@ -1,7 +1,6 @@
 // Global -> shared copies of query and key/value tiles (cp.async, 16-byte chunks, zero-filled
-// outside the sequence; with an optional L2 policy: ptx.cuh), used by every
-// kernel whose whole CTA loads a tile. Shared rows are
-// padded to head_dim + 8 elements (see fa2/fwd_kernel.cuh).
+// outside the sequence; with an optional L2 policy: ptx.cuh), used by every kernel whose whole
+// CTA loads a tile, into one of the shared-memory row layouts below.
 #pragma once
 
 #include <cstdint>
@@ -20,6 +19,48 @@ namespace torch_flashinfer {
 #endif
 constexpr int kTileCopyPrefetch = TFI_L2_PREFETCH;
 
+// Shared-memory layouts of a tile's rows of kHeadDim elements, addressed by row and 16-byte chunk;
+// both let the 8 rows an ldmatrix phase reads (8 consecutive rows, one chunk each) sit in 8
+// different 16-byte bank groups.
+// PaddedRows: each row padded by 16 bytes.
+template <int kHeadDim>
+struct PaddedRows {
+  static constexpr int kRowElems = kHeadDim + 8;
+  static __device__ __forceinline__ int offset(int row, int chunk) { return row * kRowElems + chunk * 8; }
+};
+// SwizzledRows: unpadded rows, each 16-byte chunk index XORed with a function of the row inside
+// groups of 8 chunks (128 bytes; head dims that are multiples of 64) or of 4 (64 bytes; the
+// others, whose rows start at alternate 64-byte halves of a bank row). A warp's copy of a 128-byte
+// piece of a row then lands in one 128-byte line of shared memory: with 16-byte padding, a row
+// of d=256 took 10 shared-memory wavefronts instead of 4 and 24 L2 sectors instead of 16 (ncu).
+// It costs an XOR per ldmatrix address (fa2/tile_config.h says where it pays).
+template <int kHeadDim>
+struct SwizzledRows {
+  static constexpr int kRowElems = kHeadDim;
+  static constexpr int kGroup = (kHeadDim / 8) % 8 == 0 ? 8 : 4;
+  static_assert((kHeadDim / 8) % kGroup == 0, "rows of whole chunk groups");
+  static __device__ __forceinline__ int flip(int row) { return kGroup == 8 ? row % 8 : (row / 2) % 4; }
+  static __device__ __forceinline__ int offset(int row, int chunk) { return row * kRowElems + (chunk ^ flip(row)) * 8; }
+
+  // An ldmatrix operand walks chunks 2 * step + c0 of a row (c0: 0 or 1 by lane; step: a
+  // compile-time loop index). Chunk 2 * step + c0 sits at byte column 16 * (c0 ^ (flip & 1)) +
+  // (32 * step) ^ (16 * (flip & ~1)) within its group: the first term (Columns::first) goes into
+  // the lane's row address, the second (column()) is one XOR of the step's immediate with one
+  // register.
+  struct Columns {
+    uint32_t first;  // 16 * (c0 ^ (flip & 1))
+    uint32_t mask;   // 16 * (flip & ~1)
+  };
+  static __device__ __forceinline__ Columns columns(int row, int c0) {
+    const int f = flip(row);
+    return Columns{uint32_t((c0 ^ (f & 1)) * 16), uint32_t((f & ~1) * 16)};
+  }
+  static __device__ __forceinline__ uint32_t column(const Columns& c, int step) {
+    constexpr uint32_t kGroupBytes = kGroup * 16;
+    return (uint32_t((32 * step) % kGroupBytes) ^ c.mask) + uint32_t(32 * step / kGroupBytes) * kGroupBytes;
+  }
+};
+
 // This thread's i-th chunk of a tile is chunk tid + i * kThreads: row c / kChunksPerRow, column
 // (c % kChunksPerRow) * 8. When the thread count is a multiple of the chunks per row the column
 // is fixed and rows step by a constant, which keeps the copy addresses in a few registers.
@@ -37,28 +78,27 @@ struct ChunkMap {
 };
 
 // Query rows [m0, m0 + kRows) of one head (q_head points at row 0 of the sequence).
-template <int kRows, int kThreads, int kHeadDim, typename T>
+template <int kRows, int kThreads, int kHeadDim, typename Layout = PaddedRows<kHeadDim>, typename T>
 __device__ __forceinline__ void load_q_tile(const FwdParams& p, const T* q_head, int seqlen_q, int m0, T* sQ, int tid,
                                             L2Hint policy) {
   using Map = ChunkMap<kThreads, kHeadDim>;
-  constexpr int kStride = kHeadDim + 8;
   static_assert(kRows * Map::kChunksPerRow % kThreads == 0, "even copy split");
 #pragma unroll
   for (int i = 0; i < kRows * Map::kChunksPerRow / kThreads; ++i) {
     const int r = Map::row(tid, i), col = Map::col(tid, i);
     const bool valid = m0 + r < seqlen_q;
-    cp_async_16<kTileCopyPrefetch>(smem_addr(sQ + r * kStride + col),
+    cp_async_16<kTileCopyPrefetch>(smem_addr(sQ + Layout::offset(r, col / 8)),
                                    q_head + (valid ? int64_t(m0 + r) * p.q_row_stride + col : 0), valid, policy);
   }
 }
 
 // Keys and values [n0, n0 + kRows) of one K/V head, addressed as kMode says (kK / kV: which of
 // the two this call copies).
-template <int kRows, int kThreads, int kHeadDim, KvMode kMode, bool kK = true, bool kV = true, typename T>
+template <int kRows, int kThreads, int kHeadDim, KvMode kMode, bool kK = true, bool kV = true,
+          typename Layout = PaddedRows<kHeadDim>, typename T>
 __device__ __forceinline__ void load_kv_tile(const FwdParams& p, const Sequence& seq, int b, const T* k_head,
                                              const T* v_head, int n0, T* sK, T* sV, int tid, L2Hint policy) {
   using Map = ChunkMap<kThreads, kHeadDim>;
-  constexpr int kStride = kHeadDim + 8;
   static_assert(kRows * Map::kChunksPerRow % kThreads == 0, "even copy split");
   const bool full = n0 + kRows <= seq.seqlen_k;
   if constexpr (kMode == KvMode::kContiguous && kThreads % Map::kChunksPerRow == 0) {
@@ -69,10 +109,10 @@ __device__ __forceinline__ void load_kv_tile(const FwdParams& p, const Sequence&
       const int r0 = Map::row(tid, 0), col = Map::col(tid, 0);
       auto copy = [&](const T* src, int64_t row_stride, T* dst) {
         src += int64_t(n0 + r0) * row_stride + col;
-        dst += r0 * kStride + col;
 #pragma unroll
         for (int i = 0; i < kRows / kRowStep; ++i) {
-          cp_async_16<kTileCopyPrefetch>(smem_addr(dst + i * kRowStep * kStride), src, true, policy);
+          const int chunk_dst = Layout::offset(r0 + i * kRowStep, col / 8);
+          cp_async_16<kTileCopyPrefetch>(smem_addr(dst + chunk_dst), src, true, policy);
           src += kRowStep * row_stride;
         }
       };
@@ -108,10 +148,12 @@ __device__ __forceinline__ void load_kv_tile(const FwdParams& p, const Sequence&
       v_off = int64_t(block) * p.v_batch_stride + int64_t(row) * p.v_row_stride;
     }
     if constexpr (kK) {
-      cp_async_16<kTileCopyPrefetch>(smem_addr(sK + r * kStride + col), k_head + (valid ? k_off + col : 0), valid, policy);
+      cp_async_16<kTileCopyPrefetch>(smem_addr(sK + Layout::offset(r, col / 8)), k_head + (valid ? k_off + col : 0),
+                                     valid, policy);
     }
     if constexpr (kV) {
-      cp_async_16<kTileCopyPrefetch>(smem_addr(sV + r * kStride + col), v_head + (valid ? v_off + col : 0), valid, policy);
+      cp_async_16<kTileCopyPrefetch>(smem_addr(sV + Layout::offset(r, col / 8)), v_head + (valid ? v_off + col : 0),
+                                     valid, policy);
     }
   }
 }

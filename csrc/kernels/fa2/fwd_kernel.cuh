@@ -7,8 +7,9 @@
 // buffer (a third less shared memory at d >= 192, so two CTAs fit an SM), V's copy in flight
 // during Q K^T and the next K's during softmax and P V (two barriers per step).
 //
-// Shared-memory rows are padded by 16 bytes (kStride = head_dim + 8), so the 8 rows an
-// ldmatrix reads start in 8 different 16-byte bank groups for every supported head_dim.
+// Shared-memory tiles are rows padded by 16 bytes, or unpadded rows with swizzled 16-byte chunks
+// (tile_copy.cuh, chosen per head dim in tile_config.h): either way the 8 rows an ldmatrix phase
+// reads sit in 8 different bank groups.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -26,7 +27,7 @@
 
 namespace torch_flashinfer::fa2 {
 
-template <int kHeadDim_, int kBlockM_, int kBlockN_, int kNWarps_, int kStages_>
+template <int kHeadDim_, int kBlockM_, int kBlockN_, int kNWarps_, int kStages_, bool kSwizzle_>
 struct TileShape {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kBlockM = kBlockM_;  // queries per CTA
@@ -36,7 +37,9 @@ struct TileShape {
   static constexpr int kMTiles = kBlockM / (16 * kNWarps);  // 16-row mma tiles per warp
   static constexpr int kNTiles = kBlockN / 8;               // 8-key score tiles
   static constexpr int kDTiles = kHeadDim / 8;              // 8-dim output tiles
-  static constexpr int kStride = kHeadDim + 8;              // padded smem row, elements
+  using Smem = std::conditional_t<kSwizzle_, SwizzledRows<kHeadDim>, PaddedRows<kHeadDim>>;  // smem rows
+  static constexpr int kStride = Smem::kRowElems;           // elements per smem row
+  static constexpr bool kSwizzle = kSwizzle_;
   static constexpr int kStages = kStages_;                   // K/V buffers: 2 = double, 1 = one each
   static constexpr int kChunksPerRow = kHeadDim / 8;        // 16-byte chunks
   static_assert(kMTiles >= 1 && kBlockM % (16 * kNWarps) == 0, "each warp owns whole 16-row tiles");
@@ -63,6 +66,7 @@ template <typename T, typename Shape, KvMode kMode, bool kDecodePath>
 __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_constant__ FwdParams p, int num_m_blocks) {
   using Traits = DtypeTraits<T>;
   constexpr int kM = Shape::kBlockM, kN = Shape::kBlockN, kD = Shape::kHeadDim, kStride = Shape::kStride;
+  using Smem = typename Shape::Smem;
   constexpr int kMT = Shape::kMTiles, kNT = Shape::kNTiles, kDT = Shape::kDTiles;
 
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -103,9 +107,9 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
   // are evicted first: they replace each other rather than what other CTAs still need.
   const L2Hint read_once{true, l2_evict_first()};
   const L2Hint kv_hint{num_m_blocks == 1 && p.heads_q == p.heads_k, read_once.policy};
-  load_q_tile<kM, Shape::kThreads, kD>(p, q_base, seq.seqlen_q, m0, sQ, tid, read_once);
+  load_q_tile<kM, Shape::kThreads, kD, Smem>(p, q_base, seq.seqlen_q, m0, sQ, tid, read_once);
   auto load_kv = [&](auto which_k, auto which_v, int tile, int stage) {
-    load_kv_tile<kN, Shape::kThreads, kD, kMode, decltype(which_k)::value, decltype(which_v)::value>(
+    load_kv_tile<kN, Shape::kThreads, kD, kMode, decltype(which_k)::value, decltype(which_v)::value, Smem>(
         p, seq, b, k_base, v_base, tile * kN, sK + stage * kN * kStride, sV + stage * kN * kStride, tid, kv_hint);
   };
   using Yes = std::true_type;
@@ -146,6 +150,49 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
 
   const int g = lane / 4, t4 = lane % 4;
   const int warp_row0 = warp * kMT * 16;  // first row (within the tile) of this warp
+  // ldmatrix_x4 addresses of this lane for Q (m-tile mt, k-step ks), K (key block np of a stage,
+  // k-step ks) and V (k-step ks, d pair dp). Swizzled rows: every operand reads row lane % 16
+  // (plus multiples of 16 rows, which keep the swizzle) and chunk lane / 16 of a pair, so one set
+  // of swizzled columns per lane serves all three, and K's four matrices are keys 0-7 and 8-15 of
+  // the low chunk, then of the high one. Padded rows: K's are keys 0-7 low and high, then 8-15.
+  const auto cols = [&] {
+    if constexpr (Shape::kSwizzle) {
+      return Smem::columns(lane % 16, lane / 16);
+    } else {
+      return 0;
+    }
+  }();
+  // Swizzled: the lane's row addresses (plus its first column) in Q and in a K or V stage.
+  auto row_addr = [&](const T* tile) -> uint32_t {
+    if constexpr (Shape::kSwizzle) {
+      return smem_addr(tile + (lane % 16) * kStride) + cols.first;
+    } else {
+      return 0;
+    }
+  };
+  const uint32_t q_row_addr = row_addr(sQ + warp_row0 * kStride);
+  auto q_frag = [&](int mt, int ks) -> uint32_t {
+    if constexpr (Shape::kSwizzle) {
+      return q_row_addr + uint32_t(mt * 16 * kStride * 2) + Smem::column(cols, ks);
+    } else {
+      return smem_addr(sQ + (warp_row0 + mt * 16 + lane % 16) * kStride + ks * 16 + (lane / 16) * 8);
+    }
+  };
+  auto k_frag = [&](const T* sKs, uint32_t k_row_addr, int np, int ks) -> uint32_t {
+    if constexpr (Shape::kSwizzle) {
+      return k_row_addr + uint32_t(np * 16 * kStride * 2) + Smem::column(cols, ks);
+    } else {
+      return smem_addr(sKs + (np * 16 + lane % 8 + (lane / 16) * 8) * kStride + ks * 16 + ((lane / 8) % 2) * 8);
+    }
+  };
+  constexpr int kKeysLoHi = Shape::kSwizzle ? 2 : 1;  // k_frag's matrix of keys 0-7, high chunk
+  auto v_frag = [&](const T* sVs, uint32_t v_row_addr, int ks, int dp) -> uint32_t {
+    if constexpr (Shape::kSwizzle) {
+      return v_row_addr + uint32_t(ks * 16 * kStride * 2) + Smem::column(cols, dp);
+    } else {
+      return smem_addr(sVs + (ks * 16 + lane % 8 + ((lane / 8) % 2) * 8) * kStride + dp * 16 + (lane / 16) * 8);
+    }
+  };
 
   for (int tile = last_tile, it = 0; tile >= first_tile; --tile, ++it) {
     const int stage = Shape::kStages == 2 ? it & 1 : 0;
@@ -169,6 +216,7 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
 
     const T* sKs = sK + stage * kN * kStride;
     const T* sVs = sV + stage * kN * kStride;
+    const uint32_t k_row_addr = row_addr(sKs), v_row_addr = row_addr(sVs);
     const int n0 = tile * kN;
 
     float s[kMT][kNT][4];
@@ -185,18 +233,16 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
       uint32_t a[kMT][4];
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt) {
-        const int row = warp_row0 + mt * 16 + (lane % 16);
-        ldmatrix_x4(a[mt], smem_addr(sQ + row * kStride + ks * 16 + (lane / 16) * 8));
+        ldmatrix_x4(a[mt], q_frag(mt, ks));
       }
 #pragma unroll
       for (int np = 0; np < kNT / 2; ++np) {
         uint32_t bk[4];
-        const int key = np * 16 + (lane % 8) + (lane / 16) * 8;
-        ldmatrix_x4(bk, smem_addr(sKs + key * kStride + ks * 16 + ((lane / 8) % 2) * 8));
+        ldmatrix_x4(bk, k_frag(sKs, k_row_addr, np, ks));
 #pragma unroll
         for (int mt = 0; mt < kMT; ++mt) {
-          Traits::mma(s[mt][2 * np], a[mt], bk[0], bk[1]);
-          Traits::mma(s[mt][2 * np + 1], a[mt], bk[2], bk[3]);
+          Traits::mma(s[mt][2 * np], a[mt], bk[0], bk[kKeysLoHi]);
+          Traits::mma(s[mt][2 * np + 1], a[mt], bk[3 - kKeysLoHi], bk[3]);
         }
       }
     }
@@ -235,8 +281,7 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
 #pragma unroll
       for (int dp = 0; dp < kDT / 2; ++dp) {
         uint32_t bv[4];
-        const int key = ks * 16 + (lane % 8) + ((lane / 8) % 2) * 8;
-        ldmatrix_x4_trans(bv, smem_addr(sVs + key * kStride + dp * 16 + (lane / 16) * 8));
+        ldmatrix_x4_trans(bv, v_frag(sVs, v_row_addr, ks, dp));
 #pragma unroll
         for (int mt = 0; mt < kMT; ++mt) {
           uint32_t a[4];
@@ -261,7 +306,7 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
       const int row = warp_row0 + mt * 16 + g + half * 8;
 #pragma unroll
       for (int dt = 0; dt < kDT; ++dt) {
-        *reinterpret_cast<uint32_t*>(sQ + row * kStride + dt * 8 + 2 * t4) =
+        *reinterpret_cast<uint32_t*>(sQ + Smem::offset(row, dt) + 2 * t4) =
             Traits::pack(acc_o[mt][dt][2 * half] * inv, acc_o[mt][dt][2 * half + 1] * inv);
       }
       if (t4 == 0 && m0 + row < seq.seqlen_q) {
@@ -278,7 +323,7 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
     const int col = (c % Shape::kChunksPerRow) * 8;
     if (m0 + row < seq.seqlen_q) {
       *reinterpret_cast<uint4*>(o_base + int64_t(m0 + row) * p.o_row_stride + col) =
-          *reinterpret_cast<const uint4*>(sQ + row * kStride + col);
+          *reinterpret_cast<const uint4*>(sQ + Smem::offset(row, col / 8));
     }
   }
 }

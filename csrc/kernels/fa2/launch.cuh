@@ -13,7 +13,7 @@ namespace torch_flashinfer::fa2 {
 template <typename T, int kHeadDim>
 const char* run_fwd(const FwdParams& p, cudaStream_t stream) {
   constexpr Tile kTile = tile_for(kHeadDim);
-  using Shape = TileShape<kHeadDim, kTile.block_m, kTile.block_n, kTile.warps, kTile.stages>;
+  using Shape = TileShape<kHeadDim, kTile.block_m, kTile.block_n, kTile.warps, kTile.stages, kTile.swizzle>;
   const KvMode mode = kv_mode(p, Shape::kBlockN);
   const bool decode_path = Shape::kHasDecodePath && (p.cu_seqlens_q != nullptr || p.seqlen_q <= kDecodeMaxSeqlenQ);
   const size_t smem = Shape::template smem_bytes<T>(decode_path);

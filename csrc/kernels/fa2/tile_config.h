@@ -1,17 +1,18 @@
 // FA2 tile shapes per head_dim: the one place where they are chosen.
 // kBlockM queries x kBlockN keys per step, kNWarps warps (each owns kBlockM / kNWarps rows).
-// Shared memory: (kBlockM + 2 * stages * kBlockN) * (head_dim + 8) * 2 bytes (Q + K/V stages); a
+// Shared memory: (kBlockM + 2 * stages * kBlockN) * head_dim * 2 bytes (Q + K/V stages); a
 // launch that may hold decode rows (packed q, or seqlen_q <= kDecodeMaxSeqlenQ) takes the decode
 // path's ring where that is larger (four-warp shapes: 83-113 KB; 143 KB at d=256, one CTA per SM).
 // Tuning builds override the shape with -DTFI_FA2_BLOCK_M=.. -DTFI_FA2_BLOCK_N=.. -DTFI_FA2_WARPS=..
-// -DTFI_FA2_STAGES=..
+// -DTFI_FA2_STAGES=.. -DTFI_FA2_SWIZZLE=0|1
 #pragma once
 
 namespace torch_flashinfer::fa2 {
 
 struct Tile {
   int block_m, block_n, warps;
-  int stages = 2;  // K/V buffers (fwd_kernel.cuh): 2 stages of K + V, or 1 of each
+  int stages = 2;        // K/V buffers (fwd_kernel.cuh): 2 stages of K + V, or 1 of each
+  bool swizzle = false;  // shared-memory rows: swizzled, else padded by 16 bytes (tile_copy.cuh)
 };
 
 // TFLOPS on the H100 (fp16, b*s = 16k tokens, s = 4096, non-causal / causal) of the chosen
@@ -21,7 +22,10 @@ struct Tile {
 // d=128 the O accumulators no longer fit twice, so each warp owns one m-tile. One K/V stage
 // (fwd_kernel.cuh) wins at d=192 and d=256, where it lets two 64-row CTAs share an SM (99 KB at
 // d=256); elsewhere two stages are as fast or faster. An L2 prefetch on the copies
-// (tile_copy.cuh) gains nothing here.
+// (tile_copy.cuh) gains nothing here. Swizzled rows: one run timing both layouts of the d=128 and
+// d=256 shapes (benchmarks/results/h100/fa2_tiles_swizzle.json): d=256 5-21 % faster (fewer
+// shared-memory wavefronts and L2 sectors per copy), d=128 5-8 % slower (an XOR per ldmatrix
+// address, 32 bytes of spills); the other head dims were not timed swizzled and stay padded.
 constexpr Tile default_tile(int head_dim) {
   switch (head_dim) {
     case 32: return Tile{128, 64, 4};      // 227 / 203; 128x128x4 215 / 192; flash 215 / 196
@@ -31,7 +35,7 @@ constexpr Tile default_tile(int head_dim) {
     case 160: return Tile{64, 64, 4};      // 258 / 229; 128x64x8 232 / 210; flash 237 / 216
     case 192: return Tile{64, 64, 4, 1};   // 266 / 243; 128x64x8 253 / 230; flash 316 / 291
     case 224: return Tile{128, 64, 8};     // 263 / 234; 1 stage 263 / 237; flash 239 / 216
-    default: return Tile{64, 64, 4, 1};    // d=256: 269 / 262; 128x64x8x1 276 / 248; flash 308 / 279
+    default: return Tile{64, 64, 4, 1, true};  // d=256: 284 / 274 swizzled (padded 234 / 258, flash 307 / 282)
   }
 }
 
@@ -45,7 +49,12 @@ constexpr int kDecodeMaxSeqlenQ = 16;
 #ifndef TFI_FA2_STAGES
 #define TFI_FA2_STAGES 2
 #endif
-constexpr Tile tile_for(int) { return Tile{TFI_FA2_BLOCK_M, TFI_FA2_BLOCK_N, TFI_FA2_WARPS, TFI_FA2_STAGES}; }
+#ifndef TFI_FA2_SWIZZLE
+#define TFI_FA2_SWIZZLE 0
+#endif
+constexpr Tile tile_for(int) {
+  return Tile{TFI_FA2_BLOCK_M, TFI_FA2_BLOCK_N, TFI_FA2_WARPS, TFI_FA2_STAGES, TFI_FA2_SWIZZLE != 0};
+}
 #else
 constexpr Tile tile_for(int head_dim) { return default_tile(head_dim); }
 #endif
