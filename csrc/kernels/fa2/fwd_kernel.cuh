@@ -47,7 +47,8 @@ struct TileShape {
   static_assert(kStages == 1 || kStages == 2, "one or two K/V stages");
   // Sequences of at most kDecodeMaxSeqlenQ queries take the decode path: one 16-row m-tile of
   // GQA-packed rows whose keys the CTA's warps split (see decode_item). It runs on four warps,
-  // so shapes with eight (tile_config.h: d = 224, 256) have none.
+  // so shapes with eight (tile_config.h: d = 224) have none. A launch that may hold decode rows
+  // (packed q included) reserves the decode ring's shared memory: at d=256 143 KB, one CTA per SM.
   using DecodeShape = decode::Shape<kHeadDim, 1, 2>;
   static constexpr bool kHasDecodePath = DecodeShape::kThreads == kThreads;
 
