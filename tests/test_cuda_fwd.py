@@ -55,6 +55,31 @@ def test_every_head_dim_and_dtype(head_dim, dtype, causal, algo):
     check_case(Case("dense", [97] * 2, [130] * 2, 4, 2, head_dim, dtype, causal=causal), algo=algo)
 
 
+# One to three 64-key tiles, whole or partial, through the contiguous and both paged copy paths
+# (page 64: whole tiles where the K tile is 64 keys; pages 1 and 16: row by row).
+KEY_TILES = [("dense", 1, None), ("dense", 64, None), ("dense", 65, None), ("dense", 192, None),
+             ("paged", 200, 64), ("paged", 130, 16), ("paged", 70, 1)]
+
+
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+@pytest.mark.parametrize("layout,sk,page", KEY_TILES, ids=[f"{l}{k}p{p}" for l, k, p in KEY_TILES])
+@pytest.mark.parametrize("algo", ALGOS)
+def test_key_tile_counts(head_dim, layout, sk, page, algo):
+    """Each head dim's tile shape (one or two K/V stages, padded or swizzled shared-memory rows)
+    with every kind of first, middle and last key tile."""
+    extra = dict(page_size=page) if page else {}
+    seqlens_k = [sk, sk - sk // 3] if page else [sk] * 2  # paged caches: ragged lengths too
+    check_case(Case(layout, [70] * 2, seqlens_k, 4, 2, head_dim, torch.bfloat16, **extra), algo=algo)
+
+
+@pytest.mark.parametrize("head_dim", [128, 256])
+@pytest.mark.parametrize("algo", ALGOS)
+def test_query_tiles_without_keys(head_dim, algo):
+    """Bottom-right causal with more queries than keys: the first 200 queries see no key, so whole
+    query tiles run no key tile (zeros, lse -inf) next to tiles that do."""
+    check_case(Case("dense", [300] * 2, [100] * 2, 4, 2, head_dim, torch.float16, causal=True), algo=algo)
+
+
 ODD = (1, 7, 97, 1025)
 
 
