@@ -42,7 +42,11 @@ def csrc_dir() -> Path:
     """csrc/ of a source checkout or editable install, else the copy shipped in the package;
     ``TORCH_FLASHINFER_CSRC`` points elsewhere (A/B timing of two source trees)."""
     override = os.environ.get("TORCH_FLASHINFER_CSRC")
-    for candidate in ([Path(override)] if override else []) + [PACKAGE_DIR.parent / "csrc", PACKAGE_DIR / "_csrc"]:
+    if override:  # no fallback: an A/B run must not silently build the other tree
+        if not (Path(override) / "include" / "torch_flashinfer" / "params.h").exists():
+            raise RuntimeError(f"torch_flashinfer: TORCH_FLASHINFER_CSRC={override} is not a csrc/ directory")
+        return Path(override)
+    for candidate in (PACKAGE_DIR.parent / "csrc", PACKAGE_DIR / "_csrc"):
         if (candidate / "include" / "torch_flashinfer" / "params.h").exists():
             return candidate
     raise RuntimeError("torch_flashinfer: CUDA sources (csrc/) not found; reinstall the package")

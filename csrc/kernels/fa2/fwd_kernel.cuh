@@ -47,13 +47,12 @@ struct TileShape {
   static_assert(kStages == 1 || kStages == 2, "one or two K/V stages");
   // Sequences of at most kDecodeMaxSeqlenQ queries take the decode path: one 16-row m-tile of
   // GQA-packed rows whose keys the CTA's warps split (see decode_item). It runs on four warps,
-  // so shapes with eight (tile_config.h: d = 224) have none. A launch that may hold decode rows
-  // (packed q included) reserves the decode ring's shared memory: at d=256 143 KB, one CTA per SM.
+  // so shapes with eight (tile_config.h: d = 224) have none.
   using DecodeShape = decode::Shape<kHeadDim, 1, 2>;
   static constexpr bool kHasDecodePath = DecodeShape::kThreads == kThreads;
 
-  // A launch that may run decode rows also needs the decode ring (tile_config.h; at d=256 143 KB,
-  // one CTA per H100 SM); a prefill-only launch sizes for its tiles alone.
+  // A launch that may run decode rows (packed q included) also needs the decode ring (at d=256
+  // 143 KB, one CTA per H100 SM); a prefill-only launch sizes for its tiles alone.
   template <typename T>
   static constexpr size_t smem_bytes(bool decode_path) {
     const size_t tiles = size_t(kBlockM + 2 * kStages * kBlockN) * kStride * sizeof(T);
@@ -250,7 +249,7 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
 
     if constexpr (Shape::kStages == 1) {
       cp_async_wait<0>();  // this tile's V
-      __syncthreads();     // visible to every warp, and every warp is done with K: the next K may land there
+      __syncthreads();     // visible to every warp, and every warp is done with K: the next K may land
       if (tile > first_tile) load_kv(Yes{}, No{}, tile - 1, 0);
       cp_async_commit();
     }
