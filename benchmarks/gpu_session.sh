@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # One device call: install, build every kernel, run the GPU tests, then an optional step.
-#   bash benchmarks/gpu_session.sh [tests|alltests|hftests|tune|tune_split|bench|decode|ncu|ncu_cmp|ncu_decode|llama|sanitize]...
+#   bash benchmarks/gpu_session.sh [tests|alltests|hftests|tune|tune_split|ab_split|bench|decode|ncu|ncu_cmp|ncu_decode|llama|sanitize]...
 #   (env: SUITE, SCENARIOS, BENCH_ARGS, TUNE_DIMS, LLAMA_ARGS, NCU_CAUSAL, NCU_SHAPES)
 # Logs and JSON land in $OUT (the device tool brings them back).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 MAX_JOBS=16 TORCH_FLASHINFER_CACHE_DIR=/tmp/tfi_cache
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" /tmp/ab
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv > "$OUT/gpu.txt" 2>&1
 python3 -m pip install -q --no-deps --no-build-isolation -e . > /tmp/install.log 2>&1 || { cat /tmp/install.log; exit 1; }
 ( time python3 -m torch_flashinfer.build ) > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
@@ -16,6 +16,11 @@ for step in "$@"; do
     alltests) python3 -m pytest -q -n 8 tests 2>&1 | tee "$OUT/all_tests.log" | tail -25 ;;
     hftests) python3 -m pytest -q tests/test_transformers.py 2>&1 | tee "$OUT/hf_tests.log" | tail -25 ;;
     tune_split) python3 benchmarks/tune_split_kv.py --out "$OUT/split_kv.json" 2>&1 | tee "$OUT/tune_split.log" | tail -20 ;;
+    ab_split) for run in 1 2; do for tree in A B; do  # split_kv with its plan: tree A = $AB_CSRC, B = this one
+                echo "== tree $tree, run $run"; [ $tree = A ] && src=$AB_CSRC || src=
+                TORCH_FLASHINFER_CSRC=$src python3 benchmarks/tune_split_kv.py --variants c2 --splits 0 \
+                  --out "/tmp/ab/split_$tree$run.json"; done; done 2>&1 | tee "$OUT/ab_split.log" | grep -v "^torch_flashinfer: build"
+              tar -C /tmp -cf "$OUT/ab_split.tar" ab ;;
     tune) python3 benchmarks/tune_fa2.py --out "$OUT/fa2_tiles.json" --head-dims "${TUNE_DIMS:-64,128,256}" 2>&1 | tee "$OUT/tune.log" | tail -60 ;;
     bench) python3 -m torch_flashinfer.benchmark --suite "${SUITE:-llm}" ${SCENARIOS:+--scenarios $SCENARIOS} ${BENCH_ARGS:-} --device cuda --out /tmp/bench 2>&1 | tee "$OUT/bench_${SUITE:-llm}.log" | tail -80
            tar -C /tmp -cf "$OUT/bench_${SUITE:-llm}.tar" bench ;;  # one file: at most 8 come back

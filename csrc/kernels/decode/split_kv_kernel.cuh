@@ -21,6 +21,7 @@
 #include "common/online_softmax.cuh"
 #include "common/ptx.cuh"
 #include "common/sequence.cuh"
+#include "common/tile_copy.cuh"
 #include "torch_flashinfer/params.h"
 
 namespace torch_flashinfer::decode {
@@ -57,7 +58,11 @@ struct Shape {
   static constexpr int kCtasPerSm = kCtasPerSm_;
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kRows = 16 * kMTiles;             // packed query rows per item
-  static constexpr int kStride = kHeadDim + 8;           // padded smem row (elements): conflict-free ldmatrix
+  // Q and the K/V ring in swizzled rows (common/tile_copy.cuh). With rows padded by 16 bytes a
+  // warp's copy of two 256-byte rows (d=128) spans six 128-byte lines of shared memory instead of
+  // four, which cost L2 sectors and wavefronts (ncu, FA2 at d=256: 24 sectors per row instead of 16).
+  using Rows = SwizzledRows<kHeadDim>;
+  static constexpr int kStride = Rows::kRowElems;  // elements per smem row
   static constexpr int kQBytes = kRows * kStride * 2;
   static constexpr int kWarpStageBytes = 2 * kKeys * kStride * 2;  // one K and one V tile
   // Ring depth: as many stages as fit next to Q in the budget, 2 to 8. A warp keeps kStages - 1
@@ -167,6 +172,7 @@ template <typename T, typename S, KvMode kMode>
 __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& seq, unsigned char* smem_raw, int b,
                                             int hk, int row_block, int split, int splits, bool evict_first) {
   using Traits = DtypeTraits<T>;
+  using Rows = typename S::Rows;
   constexpr int kD = S::kHeadDim, kStride = S::kStride, kMT = S::kMTiles;
   constexpr int kStages = S::kStages, kDT = S::kDTiles, kCPR = S::kChunksPerRow;
   // A warp's tiles: keys [first_key + t * kStep, + 16).
@@ -198,7 +204,7 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
       const bool valid = pr < map.rows;
       const T* src = q_seq + (valid ? int64_t(map.token(pr)) * p.q_row_stride +
                                           int64_t(map.head(hk, pr)) * p.q_head_stride + col : 0);
-      cp_async_16(smem_addr(sQ + r * kStride + col), src, valid);
+      cp_async_16(smem_addr(sQ + Rows::offset(r, col / 8)), src, valid);
     }
     cp_async_commit();
   }
@@ -241,8 +247,9 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
           v_off = int64_t(block) * p.v_batch_stride + int64_t(row) * p.v_row_stride;
         }
       }
-      cp_async_16<kKvPrefetch>(smem_addr(sK + r * kStride + col), k_head + (valid ? k_off + col : 0), valid, policy);
-      cp_async_16<kKvPrefetch>(smem_addr(sV + r * kStride + col), v_head + (valid ? v_off + col : 0), valid, policy);
+      const int dst = Rows::offset(r, col / 8);
+      cp_async_16<kKvPrefetch>(smem_addr(sK + dst), k_head + (valid ? k_off + col : 0), valid, policy);
+      cp_async_16<kKvPrefetch>(smem_addr(sV + dst), v_head + (valid ? v_off + col : 0), valid, policy);
     }
   };
 #pragma unroll
@@ -269,10 +276,18 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
       row_slope[mt][half] = mod.slope(p, b, map.head(hk, pr));
     }
 
+  // Every ldmatrix_x4 here (Q: m-tile mt, k-step ks; K: k-step ks; V: d pair dp) has lane read
+  // row lane % 16 (plus multiples of 16 rows, which keep the swizzle) at chunk lane / 16 of the
+  // step's pair, so one set of swizzled columns serves all three. K's four matrices are then keys
+  // 0-7 and 8-15 of the low chunk, then of the high one.
+  const auto cols = Rows::columns(lane % 16, lane / 16);
+  auto row_addr = [&](const T* tile) { return smem_addr(tile + (lane % 16) * kStride) + cols.first; };
+  const uint32_t q_row_addr = row_addr(sQ);
+
   // Q fragments: loaded once when they fit in registers, else per k-step from shared memory.
   uint32_t q_frag[S::kQInRegisters ? kMT : 1][S::kQInRegisters ? kD / 16 : 1][4];
   auto q_fragment = [&](int mt, int ks, uint32_t(&a)[4]) {
-    ldmatrix_x4(a, smem_addr(sQ + (mt * 16 + lane % 16) * kStride + ks * 16 + (lane / 16) * 8));
+    ldmatrix_x4(a, q_row_addr + uint32_t(mt * 16 * kStride * 2) + Rows::column(cols, ks));
   };
   if constexpr (S::kQInRegisters) {
 #pragma unroll
@@ -297,7 +312,7 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
     cp_async_wait<kStages - 1>();
     __syncwarp();
     const T* sK = ring + (t % kStages) * 2 * kKeys * kStride;
-    const T* sV = sK + kKeys * kStride;
+    const uint32_t k_row_addr = row_addr(sK), v_row_addr = row_addr(sK + kKeys * kStride);
     const int n0 = first_key + t * kStep;
 
     float s[kMT][2][4];
@@ -310,18 +325,17 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
 #pragma unroll
     for (int ks = 0; ks < kD / 16; ++ks) {
       uint32_t bk[4];
-      const int key = (lane % 8) + (lane / 16) * 8;
-      ldmatrix_x4(bk, smem_addr(sK + key * kStride + ks * 16 + ((lane / 8) % 2) * 8));
+      ldmatrix_x4(bk, k_row_addr + Rows::column(cols, ks));
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt) {
         if constexpr (S::kQInRegisters) {
-          Traits::mma(s[mt][0], q_frag[mt][ks], bk[0], bk[1]);
-          Traits::mma(s[mt][1], q_frag[mt][ks], bk[2], bk[3]);
+          Traits::mma(s[mt][0], q_frag[mt][ks], bk[0], bk[2]);
+          Traits::mma(s[mt][1], q_frag[mt][ks], bk[1], bk[3]);
         } else {
           uint32_t a[4];
           q_fragment(mt, ks, a);
-          Traits::mma(s[mt][0], a, bk[0], bk[1]);
-          Traits::mma(s[mt][1], a, bk[2], bk[3]);
+          Traits::mma(s[mt][0], a, bk[0], bk[2]);
+          Traits::mma(s[mt][1], a, bk[1], bk[3]);
         }
       }
     }
@@ -353,8 +367,7 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
 #pragma unroll
     for (int dp = 0; dp < kDT / 2; ++dp) {
       uint32_t bv[4];
-      const int key = (lane % 8) + ((lane / 8) % 2) * 8;
-      ldmatrix_x4_trans(bv, smem_addr(sV + key * kStride + dp * 16 + (lane / 16) * 8));
+      ldmatrix_x4_trans(bv, v_row_addr + Rows::column(cols, dp));
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt) {
         uint32_t a[4];
