@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call: install, build every kernel, run the GPU tests, then an optional step.
-#   bash benchmarks/gpu_session.sh [tests|alltests|hftests|tune|tune_split|ab_split|bench|decode|ncu|ncu_cmp|ncu_decode|llama|sanitize]...
-#   (env: SUITE, SCENARIOS, BENCH_ARGS, TUNE_DIMS, LLAMA_ARGS, NCU_CAUSAL, NCU_SHAPES)
+#   bash benchmarks/gpu_session.sh [tests|alltests|hftests|tune|tune_split|ab_split|ab_bench|bench|decode|ncu|ncu_cmp|ncu_decode|llama|sanitize]...
+#   (env: SUITE, SCENARIOS, BENCH_ARGS, TUNE_DIMS, TUNE_ARGS, LLAMA_ARGS, NCU_CAUSAL, NCU_SHAPES)
 # Logs and JSON land in $OUT (the device tool brings them back).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 MAX_JOBS=16 TORCH_FLASHINFER_CACHE_DIR=/tmp/tfi_cache
@@ -21,7 +21,13 @@ for step in "$@"; do
                 TORCH_FLASHINFER_CSRC=$src python3 benchmarks/tune_split_kv.py --variants c2 --splits 0 \
                   --out "/tmp/ab/split_$tree$run.json"; done; done 2>&1 | tee "$OUT/ab_split.log" | grep -v "^torch_flashinfer: build"
               tar -C /tmp -cf "$OUT/ab_split.tar" ab ;;
-    tune) python3 benchmarks/tune_fa2.py --out "$OUT/fa2_tiles.json" --head-dims "${TUNE_DIMS:-64,128,256}" 2>&1 | tee "$OUT/tune.log" | tail -60 ;;
+    ab_bench) for tree in A B; do  # the benchmark CLI (SUITE, SCENARIOS) on tree A = $AB_CSRC, then B = this one
+                echo "== tree $tree"; [ $tree = A ] && src=$AB_CSRC || src=
+                TORCH_FLASHINFER_CSRC=$src python3 -m torch_flashinfer.benchmark --suite "${SUITE:-llm}" \
+                  ${SCENARIOS:+--scenarios $SCENARIOS} ${BENCH_ARGS:-} --device cuda --out "/tmp/ab/bench_$tree"
+              done 2>&1 | tee "$OUT/ab_bench.log" | grep -vE "^torch_flashinfer: build|^\[#" | tail -60
+              tar -C /tmp -cf "$OUT/ab_bench.tar" ab ;;
+    tune) python3 benchmarks/tune_fa2.py --out "$OUT/fa2_tiles.json" --head-dims "${TUNE_DIMS:-64,128,256}" ${TUNE_ARGS:-} 2>&1 | tee "$OUT/tune.log" | tail -60 ;;
     bench) python3 -m torch_flashinfer.benchmark --suite "${SUITE:-llm}" ${SCENARIOS:+--scenarios $SCENARIOS} ${BENCH_ARGS:-} --device cuda --out /tmp/bench 2>&1 | tee "$OUT/bench_${SUITE:-llm}.log" | tail -80
            tar -C /tmp -cf "$OUT/bench_${SUITE:-llm}.tar" bench ;;  # one file: at most 8 come back
     ncu) ncu --clock-control none -k regex:fwd_kernel -c 1 --section SpeedOfLight --section WarpStateStats \

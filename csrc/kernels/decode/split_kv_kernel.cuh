@@ -276,11 +276,13 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
       row_slope[mt][half] = mod.slope(p, b, map.head(hk, pr));
     }
 
-  // Every ldmatrix_x4 here (Q: m-tile mt, k-step ks; K: k-step ks; V: d pair dp) has lane read
-  // row lane % 16 (plus multiples of 16 rows, which keep the swizzle) at chunk lane / 16 of the
-  // step's pair, so one set of swizzled columns serves all three. K's four matrices are then keys
-  // 0-7 and 8-15 of the low chunk, then of the high one.
+  // ldmatrix_x4 rows and chunks as in the FA2 kernel (fa2/fwd_kernel.cuh): Q (m-tile mt, k-step
+  // ks) and V (d pair dp) read row lane % 16 at chunk lane / 16 of the step's pair; K (k-step ks)
+  // row lane % 8 + 8 * (lane / 16) at chunk (lane / 8) % 2, so that each mma's B operand is two
+  // consecutive registers. Both read row lane % 8 modulo 8: one swizzle mask, two first columns.
   const auto cols = Rows::columns(lane % 16, lane / 16);
+  const int k_row = lane % 8 + (lane / 16) * 8;
+  const uint32_t k_first = Rows::columns(k_row, (lane / 8) % 2).first;
   auto row_addr = [&](const T* tile) { return smem_addr(tile + (lane % 16) * kStride) + cols.first; };
   const uint32_t q_row_addr = row_addr(sQ);
 
@@ -312,7 +314,7 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
     cp_async_wait<kStages - 1>();
     __syncwarp();
     const T* sK = ring + (t % kStages) * 2 * kKeys * kStride;
-    const uint32_t k_row_addr = row_addr(sK), v_row_addr = row_addr(sK + kKeys * kStride);
+    const uint32_t k_row_addr = smem_addr(sK + k_row * kStride) + k_first, v_row_addr = row_addr(sK + kKeys * kStride);
     const int n0 = first_key + t * kStep;
 
     float s[kMT][2][4];
@@ -329,13 +331,13 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt) {
         if constexpr (S::kQInRegisters) {
-          Traits::mma(s[mt][0], q_frag[mt][ks], bk[0], bk[2]);
-          Traits::mma(s[mt][1], q_frag[mt][ks], bk[1], bk[3]);
+          Traits::mma(s[mt][0], q_frag[mt][ks], bk[0], bk[1]);
+          Traits::mma(s[mt][1], q_frag[mt][ks], bk[2], bk[3]);
         } else {
           uint32_t a[4];
           q_fragment(mt, ks, a);
-          Traits::mma(s[mt][0], a, bk[0], bk[2]);
-          Traits::mma(s[mt][1], a, bk[1], bk[3]);
+          Traits::mma(s[mt][0], a, bk[0], bk[1]);
+          Traits::mma(s[mt][1], a, bk[2], bk[3]);
         }
       }
     }

@@ -151,10 +151,14 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
   const int g = lane / 4, t4 = lane % 4;
   const int warp_row0 = warp * kMT * 16;  // first row (within the tile) of this warp
   // ldmatrix_x4 addresses of this lane for Q (m-tile mt, k-step ks), K (key block np of a stage,
-  // k-step ks) and V (k-step ks, d pair dp). Swizzled rows: every operand reads row lane % 16
-  // (plus multiples of 16 rows, which keep the swizzle) and chunk lane / 16 of a pair, so one set
-  // of swizzled columns per lane serves all three, and K's four matrices are keys 0-7 and 8-15 of
-  // the low chunk, then of the high one. Padded rows: K's are keys 0-7 low and high, then 8-15.
+  // k-step ks) and V (k-step ks, d pair dp). Q and V: the lane reads row lane % 16 at chunk
+  // lane / 16 of the step's pair. K: row lane % 8 + 8 * (lane / 16) at chunk (lane / 8) % 2, so its
+  // four matrices are keys 0-7 of the low and high chunk, then keys 8-15, and each mma takes two
+  // consecutive registers as its B operand (in any other order nvcc moves registers: three moves
+  // per ldmatrix, 192 per d=256 tile). Swizzled rows: both mappings read row lane % 8 modulo 8
+  // (rows a multiple of 8 apart keep the swizzle), so they share the swizzle mask and differ only
+  // in the first column, which goes into the lane's row address.
+  const int k_row = lane % 8 + (lane / 16) * 8;
   const auto cols = [&] {
     if constexpr (Shape::kSwizzle) {
       return Smem::columns(lane % 16, lane / 16);
@@ -162,10 +166,24 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
       return 0;
     }
   }();
+  const uint32_t k_first = [&] {
+    if constexpr (Shape::kSwizzle) {
+      return Smem::columns(k_row, (lane / 8) % 2).first;
+    } else {
+      return 0u;
+    }
+  }();
   // Swizzled: the lane's row addresses (plus its first column) in Q and in a K or V stage.
   auto row_addr = [&](const T* tile) -> uint32_t {
     if constexpr (Shape::kSwizzle) {
       return smem_addr(tile + (lane % 16) * kStride) + cols.first;
+    } else {
+      return 0;
+    }
+  };
+  auto k_row_addr_of = [&](const T* tile) -> uint32_t {
+    if constexpr (Shape::kSwizzle) {
+      return smem_addr(tile + k_row * kStride) + k_first;
     } else {
       return 0;
     }
@@ -182,10 +200,9 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
     if constexpr (Shape::kSwizzle) {
       return k_row_addr + uint32_t(np * 16 * kStride * 2) + Smem::column(cols, ks);
     } else {
-      return smem_addr(sKs + (np * 16 + lane % 8 + (lane / 16) * 8) * kStride + ks * 16 + ((lane / 8) % 2) * 8);
+      return smem_addr(sKs + (np * 16 + k_row) * kStride + ks * 16 + ((lane / 8) % 2) * 8);
     }
   };
-  constexpr int kKeysLoHi = Shape::kSwizzle ? 2 : 1;  // k_frag's matrix of keys 0-7, high chunk
   auto v_frag = [&](const T* sVs, uint32_t v_row_addr, int ks, int dp) -> uint32_t {
     if constexpr (Shape::kSwizzle) {
       return v_row_addr + uint32_t(ks * 16 * kStride * 2) + Smem::column(cols, dp);
@@ -216,7 +233,7 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
 
     const T* sKs = sK + stage * kN * kStride;
     const T* sVs = sV + stage * kN * kStride;
-    const uint32_t k_row_addr = row_addr(sKs), v_row_addr = row_addr(sVs);
+    const uint32_t k_row_addr = k_row_addr_of(sKs), v_row_addr = row_addr(sVs);
     const int n0 = tile * kN;
 
     float s[kMT][kNT][4];
@@ -241,8 +258,8 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
         ldmatrix_x4(bk, k_frag(sKs, k_row_addr, np, ks));
 #pragma unroll
         for (int mt = 0; mt < kMT; ++mt) {
-          Traits::mma(s[mt][2 * np], a[mt], bk[0], bk[kKeysLoHi]);
-          Traits::mma(s[mt][2 * np + 1], a[mt], bk[3 - kKeysLoHi], bk[3]);
+          Traits::mma(s[mt][2 * np], a[mt], bk[0], bk[1]);
+          Traits::mma(s[mt][2 * np + 1], a[mt], bk[2], bk[3]);
         }
       }
     }

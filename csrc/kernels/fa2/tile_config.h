@@ -22,20 +22,22 @@ struct Tile {
 // d=128 the O accumulators no longer fit twice, so each warp owns one m-tile. One K/V stage
 // (fwd_kernel.cuh) wins at d=192 and d=256, where it lets two 64-row CTAs share an SM (99 KB at
 // d=256); elsewhere two stages are as fast or faster. An L2 prefetch on the copies
-// (tile_copy.cuh) gains nothing here. Swizzled rows: one run timing both layouts of the d=128 and
-// d=256 shapes (benchmarks/results/h100/fa2_tiles_swizzle.json): d=256 5-21 % faster (fewer
-// shared-memory wavefronts and L2 sectors per copy), d=128 5-8 % slower (an XOR per ldmatrix
-// address, 32 bytes of spills); the other head dims were not timed swizzled and stay padded.
+// (tile_copy.cuh) gains nothing here. Swizzled rows against padded ones, the shipped shape in both
+// layouts in one run (benchmarks/results/h100/fa2_tiles_layout.json, the first number pair of each
+// line below): swizzled wins at d=32, 64, 192 and 256 (at d=256 by 8-10 %: fewer shared-memory
+// wavefronts and L2 sectors per copy), padded at d=128 by 0-3 %. d=64 stays padded: swizzled, its
+// sm_80 build spills 68 bytes (the compile check's budget is 64). d=96, 160, 224 were timed padded
+// only (benchmarks/results/h100/fa2_tiles.json) and stay padded.
 constexpr Tile default_tile(int head_dim) {
   switch (head_dim) {
-    case 32: return Tile{128, 64, 4};      // 227 / 203; 128x128x4 215 / 192; flash 215 / 196
-    case 64: return Tile{128, 128, 4};     // 308 / 276; 1 stage 302 / 282; flash 301 / 280
-    case 96: return Tile{128, 64, 4};      // 304 / 284; 1 stage 291 / 265; flash 303 / 293
-    case 128: return Tile{128, 64, 4};     // 341 / 310; 1 stage 335 / 308; flash 337 / 314
-    case 160: return Tile{64, 64, 4};      // 258 / 229; 128x64x8 232 / 210; flash 237 / 216
-    case 192: return Tile{64, 64, 4, 1};   // 266 / 243; 128x64x8 253 / 230; flash 316 / 291
-    case 224: return Tile{128, 64, 8};     // 263 / 234; 1 stage 263 / 237; flash 239 / 216
-    default: return Tile{64, 64, 4, 1, true};  // d=256: 284 / 274 swizzled (padded 234 / 258, flash 307 / 282)
+    case 32: return Tile{128, 64, 4, 2, true};   // 212 / 190 (padded 204 / 182); flash 215 / 199
+    case 64: return Tile{128, 128, 4};           // 298 / 276 (swizzled 308 / 281, spills on sm_80); flash 298 / 278
+    case 96: return Tile{128, 64, 4};            // 304 / 284; 1 stage 291 / 265; flash 303 / 293
+    case 128: return Tile{128, 64, 4};           // 341 / 315 (swizzled 332 / 315); flash 334 / 303
+    case 160: return Tile{64, 64, 4};            // 258 / 229; 128x64x8 232 / 210; flash 237 / 216
+    case 192: return Tile{64, 64, 4, 1, true};   // 279 / 253 (padded 257 / 241); flash 319 / 289
+    case 224: return Tile{128, 64, 8};           // 263 / 234; 1 stage 263 / 237; flash 239 / 216
+    default: return Tile{64, 64, 4, 1, true};    // d=256: 306 / 286 (padded 282 / 261); flash 310 / 281
   }
 }
 
