@@ -52,7 +52,7 @@ struct TileShape {
   static constexpr bool kHasDecodePath = DecodeShape::kThreads == kThreads;
 
   // A launch that may run decode rows (packed q included) also needs the decode ring (at d=256
-  // 143 KB, one CTA per H100 SM); a prefill-only launch sizes for its tiles alone.
+  // 136 KB, one CTA per H100 SM); a prefill-only launch sizes for its tiles alone.
   template <typename T>
   static constexpr size_t smem_bytes(bool decode_path) {
     const size_t tiles = size_t(kBlockM + 2 * kStages * kBlockN) * kStride * sizeof(T);

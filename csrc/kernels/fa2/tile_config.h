@@ -2,7 +2,7 @@
 // kBlockM queries x kBlockN keys per step, kNWarps warps (each owns kBlockM / kNWarps rows).
 // Shared memory: (kBlockM + 2 * stages * kBlockN) * head_dim * 2 bytes (Q + K/V stages); a
 // launch that may hold decode rows (packed q, or seqlen_q <= kDecodeMaxSeqlenQ) takes the decode
-// path's ring where that is larger (four-warp shapes: 83-113 KB; 143 KB at d=256, one CTA per SM).
+// path's ring where that is larger (four-warp shapes: 65-102 KB; 136 KB at d=256, one CTA per SM).
 // Tuning builds override the shape with -DTFI_FA2_BLOCK_M=.. -DTFI_FA2_BLOCK_N=.. -DTFI_FA2_WARPS=..
 // -DTFI_FA2_STAGES=.. -DTFI_FA2_SWIZZLE=0|1
 #pragma once
