@@ -60,6 +60,17 @@ def test_features(feature):
                algo="split_kv")
 
 
+@pytest.mark.parametrize("num_splits", [1, 3])
+@pytest.mark.parametrize("page_size", [16, 64, 256])
+def test_paged_long_warp_runs(page_size, num_splits):
+    """Long runs of whole-tile pages per warp (one block-table lookup per tile): 5000 keys in one or
+    three splits, ragged neighbours, pages of 16, 64 and 256 keys."""
+    built = build(Case("paged", [1] * 3, [5000, 2113, 700], 8, 2, 128, torch.float16, causal=True,
+                       page_size=page_size), device="cuda")
+    built.args["num_splits"] = num_splits
+    check_case(built.case, algo="split_kv", built=built)
+
+
 @pytest.mark.parametrize("num_splits", [1, 2, 3, 16, 17, 64])
 def test_explicit_splits(num_splits):
     built = build(Case("cache", [1] * 2, [1000, 37], 8, 2, 64, torch.float16, causal=True), device="cuda")
