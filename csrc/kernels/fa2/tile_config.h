@@ -20,7 +20,7 @@ struct Tile {
 // benchmarks/results/h100/fa2_tiles.json). Two 16-row m-tiles per warp (4 warps x 32 rows) feed
 // every K/V fragment read from shared memory to two mma, halving shared-memory traffic; past
 // d=128 the O accumulators no longer fit twice, so each warp owns one m-tile. One K/V stage
-// (fwd_kernel.cuh) wins at d=192 and d=256, where it lets two 64-row CTAs share an SM (99 KB at
+// (fwd_kernel.cuh) wins at d=192 and d=256, where it lets two 64-row CTAs share an SM (96 KB at
 // d=256); elsewhere two stages are as fast or faster. An L2 prefetch on the copies
 // (tile_copy.cuh) gains nothing here. Swizzled rows against padded ones, the shipped shape in both
 // layouts in one run (benchmarks/results/h100/fa2_tiles_layout.json, the first number pair of each
