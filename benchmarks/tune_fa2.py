@@ -25,7 +25,8 @@ CANDIDATES = {
     32: [(128, 64, 4, 2), (128, 128, 4, 2), (128, 64, 8, 2)],
     64: [(128, 64, 4, 2), (128, 128, 4, 2), (128, 32, 4, 2), (128, 128, 4, 1), (128, 64, 4, 1)],
     96: [(128, 64, 8, 2), (128, 64, 4, 2), (64, 64, 4, 2), (128, 64, 4, 1), (64, 64, 4, 1)],
-    128: [(128, 64, 4, 2), (128, 32, 4, 2), (128, 64, 8, 2), (128, 64, 4, 1), (128, 128, 8, 1)],
+    128: [(128, 64, 4, 2), (128, 32, 4, 2), (128, 64, 8, 2), (128, 64, 4, 1), (128, 128, 8, 1), (64, 64, 4, 2),
+          (64, 64, 4, 1)],
     160: [(128, 64, 8, 2), (64, 64, 4, 2), (64, 32, 4, 2), (64, 64, 4, 1)],
     192: [(128, 64, 8, 2), (64, 64, 4, 2), (64, 32, 4, 2), (64, 64, 4, 1), (128, 64, 8, 1)],
     224: [(128, 64, 8, 2), (64, 64, 4, 2), (64, 32, 4, 2), (64, 64, 4, 1), (128, 64, 8, 1)],
@@ -55,6 +56,9 @@ def main():
     ap.add_argument("--head-dims", default="64,128,256")
     ap.add_argument("--dtype", default="fp16")
     ap.add_argument("--shipped-only", action="store_true", help="only the shipped shape, in both row layouts")
+    ap.add_argument("--seqlens", default="1024,4096",
+                    help="comma-separated sequence lengths, batch = 16384 // seqlen (128: the memory-bound prompts "
+                         "of the seed suite's prefill_batch and hybrid rows)")
     args = ap.parse_args()
     if args.shipped_only:
         for d, (shape, sw) in SHIPPED.items():
@@ -83,7 +87,7 @@ def main():
     rows = []
     for d in head_dims:
         h = 32 if d <= 128 else 16
-        for s in (1024, 4096):
+        for s in (int(x) for x in args.seqlens.split(",")):
             b = 16384 // s
             q = torch.randn(b, s, h, d, device="cuda", dtype=dtype)
             k, v = torch.randn_like(q), torch.randn_like(q)
