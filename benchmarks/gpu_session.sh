@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call: install, build every kernel, run the GPU tests, then an optional step.
-#   bash benchmarks/gpu_session.sh [tests|alltests|hftests|tune|tune_split|ab_split|ab_bench|bench|decode|ncu|ncu_cmp|ncu_decode|llama|sanitize]...
-#   (env: SUITE, SCENARIOS, BENCH_ARGS, TUNE_DIMS, TUNE_ARGS, LLAMA_ARGS, NCU_CAUSAL, NCU_SHAPES, AB_CSRC)
+#   bash benchmarks/gpu_session.sh [tests|alltests|hftests|tune|tune_split|tune_paged|ncu_short|ab_split|ab_bench|bench|decode|ncu|ncu_cmp|ncu_decode|llama|sanitize]...
+#   (env: SUITE, SCENARIOS, BENCH_ARGS, TUNE_DIMS, TUNE_ARGS, PAGES, LLAMA_ARGS, NCU_CAUSAL, NCU_SHAPES, AB_CSRC)
 # Logs and JSON land in $OUT (the device tool brings them back).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 MAX_JOBS=16 TORCH_FLASHINFER_CACHE_DIR=/tmp/tfi_cache
@@ -16,6 +16,9 @@ for step in "$@"; do
     alltests) python3 -m pytest -q -n 8 tests 2>&1 | tee "$OUT/all_tests.log" | tail -25 ;;
     hftests) python3 -m pytest -q tests/test_transformers.py 2>&1 | tee "$OUT/hf_tests.log" | tail -25 ;;
     tune_split) python3 benchmarks/tune_split_kv.py --out "$OUT/split_kv.json" 2>&1 | tee "$OUT/tune_split.log" | tail -20 ;;
+    tune_paged) for page in ${PAGES:-16 256}; do  # split counts on paged caches, through the op
+                  python3 benchmarks/tune_split_kv.py --page-size $page --out "/tmp/ab/split_kv_paged$page.json"; done 2>&1 \
+                  | tee "$OUT/tune_paged.log" | grep -v "^torch_flashinfer: build"; tar -C /tmp -cf "$OUT/tune_paged.tar" ab ;;
     ab_split) for run in 1 2; do for tree in A B; do  # split_kv with its plan: tree A = $AB_CSRC, B = this one
                 echo "== tree $tree, run $run"; [ $tree = A ] && src=$AB_CSRC || src=
                 TORCH_FLASHINFER_CSRC=$src python3 benchmarks/tune_split_kv.py --variants c2 --splits 0 \
@@ -48,6 +51,16 @@ for h, d in ${NCU_SHAPES:-((32, 128), (16, 256))}:
         qt = q.transpose(1, 2)
         torch.nn.functional.scaled_dot_product_attention(qt, qt, qt, is_causal=${NCU_CAUSAL:-False})" \
            2>&1 | grep -vE "^==PROF==" > "$OUT/ncu_cmp.log"; wc -l "$OUT/ncu_cmp.log" ;;
+    ncu_short) ncu --clock-control none -k regex:"fwd_kernel|sdpa|fmha|cudnn" -c 2 --metrics \
+           gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active,launch__grid_size,launch__block_size,launch__registers_per_thread,launch__shared_mem_per_block_dynamic,launch__occupancy_limit_registers,launch__occupancy_limit_shared_mem,lts__t_sectors_srcunit_tex.sum,smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio,smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio \
+           python3 -c "
+import torch, torch_flashinfer  # short prompts (seed prefill_batch b128 x 128, causal): ours, then SDPA cuDNN
+from torch.nn.attention import SDPBackend, sdpa_kernel
+q, k, v = (torch.randn(128, 128, 32, 128, device='cuda', dtype=torch.float16) for _ in range(3))
+torch_flashinfer.flash_attn_func(q, k, v, causal=True)
+with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+    torch.nn.functional.scaled_dot_product_attention(*(x.transpose(1, 2) for x in (q, k, v)), is_causal=True)" \
+           2>&1 | grep -vE "^==PROF==" > "$OUT/ncu_short.log"; tail -40 "$OUT/ncu_short.log" ;;
     decode) for args in "--seqlen-k 8192 --host" "--seqlen-k 128 --heads-k 32 --host" "--seqlen-k 32768" "--batch 16" "--batch 128 --heads-k 32"; do
               python3 benchmarks/profile_decode.py $args; done 2>&1 | tee "$OUT/decode.log" ;;
     ncu_decode) ncu --clock-control none -k regex:split_kv -c 1 --section SpeedOfLight --section WarpStateStats \

@@ -6,6 +6,12 @@ and cuDNN: the table behind the plan in csrc/kernels/decode/launch.cuh.
 For each shape: the shipped plan ("auto"), then each library variant of VARIANTS (1, 2 or 3 CTAs
 per SM, -DTFI_SPLIT_KV_CTAS_PER_SM=n; L2 prefetch size of the K/V copies, -DTFI_DECODE_L2_PREFETCH=bytes)
 over a range of explicit split counts, each checked against cuDNN's output. Times are the benchmark CLI's (L2 flushed before each call).
+
+    python benchmarks/tune_split_kv.py --page-size 16 --out benchmarks/results/h100/split_kv_paged.json
+
+With --page-size: paged caches (shuffled pages, as the benchmark CLI's paged_decode rows) on the
+llm suite's paged shapes, timed through the op (the shipped library) at each split count, next to
+our op and cuDNN on the equivalent dense cache.
 """
 
 import argparse
@@ -22,6 +28,8 @@ from torch_flashinfer.benchmark import timing
 SHAPES = [(1, 32, 8, 8192), (16, 32, 8, 8192), (64, 32, 8, 8192), (1, 32, 8, 32768), (16, 32, 8, 32768),
           (128, 32, 32, 8192), (1, 32, 32, 128), (128, 32, 32, 128), (1024, 32, 32, 128), (128, 32, 32, 1024),
           (8, 32, 8, 2048), (4, 32, 4, 16384), (256, 32, 8, 8192)]
+PAGED_SHAPES = [(1, 32, 8, 32768), (16, 32, 8, 8192), (64, 32, 8, 8192), (1, 32, 8, 8192), (4, 32, 8, 8192),
+                (32, 32, 8, 8192)]
 SPLITS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48)
 
 
@@ -52,15 +60,26 @@ def main():
                     help="comma-separated split counts per variant (0: the plan's)")
     ap.add_argument("--kv-layout", choices=("bshd", "bhsd"), default="bshd",
                     help="memory order of the K/V cache (bhsd: a transformers cache, passed transposed)")
+    ap.add_argument("--page-size", type=int, default=0,
+                    help="time paged caches of this page size through the op instead of the variant libraries")
     args = ap.parse_args()
     d, dtype, device = args.head_dim, torch.float16, torch.device("cuda")
     binding = _kernels.binding()
-    libs = {name: library(name, dtype, d) for name in args.variants.split(",")}
+    page = args.page_size
+    libs = {} if page else {name: library(name, dtype, d) for name in args.variants.split(",")}
     copy = timing.copy_gbps(device)
     rows = []
-    for b, hq, hk, sk in SHAPES:
+    for b, hq, hk, sk in PAGED_SHAPES if page else SHAPES:
         q = torch.randn(b, 1, hq, d, device=device, dtype=dtype)
-        if args.kv_layout == "bshd":
+        if page:
+            pages = -(-sk // page)
+            k_cache, v_cache = (torch.randn(b * pages, page, hk, d, device=device, dtype=dtype) for _ in range(2))
+            block_table = torch.randperm(b * pages, device=device).view(b, pages)
+            k = k_cache[block_table].flatten(1, 2)[:, :sk]
+            v = v_cache[block_table].flatten(1, 2)[:, :sk]
+            block_table = block_table.to(torch.int32)
+            cache_seqlens = torch.full((b,), sk, dtype=torch.int32, device=device)
+        elif args.kv_layout == "bshd":
             k, v = (torch.randn(b, sk, hk, d, device=device, dtype=dtype) for _ in range(2))
         else:
             k, v = (torch.randn(b, hk, sk, d, device=device, dtype=dtype).transpose(1, 2) for _ in range(2))
@@ -75,6 +94,16 @@ def main():
         timed = {"cudnn": timing.median_ms(cudnn, device, 30)}
         timed["auto"] = timing.median_ms(lambda: torch.ops.flashinfer.fwd(q, k, v, causal=True, algo="split_kv"),
                                          device, 30)
+        if page:
+            timed["dense_auto"] = timed["auto"]
+            for s in [0] + [int(x) for x in args.splits.split(",") if int(x) > 0]:
+                def paged(s=s):
+                    return torch.ops.flashinfer.fwd(q, k_cache, v_cache, cache_seqlens=cache_seqlens,
+                                                    block_table=block_table, causal=True, num_splits=s,
+                                                    algo="split_kv")[0]
+                err = (paged().float() - ref.float()).abs().max().item()
+                assert err < 1e-2, f"page {page}, splits={s}: error {err}"
+                timed["auto" if s == 0 else f"paged_s{s}"] = timing.median_ms(paged, device, 30)
         out = torch.empty_like(q)
         lse = torch.empty(b, hq, 1, device=device, dtype=torch.float32)
         for c, (entries, _) in libs.items():
@@ -88,14 +117,15 @@ def main():
                 err = (out.float() - ref.float()).abs().max().item()
                 assert err < 1e-2, f"{c}, splits={s}: error {err}"
                 timed[f"{c}_s{s}"] = timing.median_ms(call, device, 30)
-        best = min((t, name) for name, t in timed.items() if name not in ("cudnn", "auto"))
-        row = dict(batch=b, heads_q=hq, heads_k=hk, seqlen_k=sk, head_dim=d, kv_layout=args.kv_layout,
+        best = min((t, name) for name, t in timed.items() if name not in ("cudnn", "auto", "dense_auto"))
+        row = dict(batch=b, heads_q=hq, heads_k=hk, seqlen_k=sk, head_dim=d, kv_layout=args.kv_layout, page_size=page,
                    kv_mb=kv_bytes / 1e6, ms=timed)
         rows.append(row)
         gbps = {name: kv_bytes / (t * 1e-3) / 1e9 for name, t in timed.items()}
         print(f"b{b:5d} {hq}/{hk} sk{sk:6d}: auto {timed['auto'] * 1e3:8.1f} us {gbps['auto']:5.0f} GB/s | best "
               f"{best[1]:>14s} {best[0] * 1e3:8.1f} us {kv_bytes / best[0] / 1e6:5.0f} | cudnn "
-              f"{timed['cudnn'] * 1e3:8.1f} us {gbps['cudnn']:5.0f} | auto/cudnn {timed['cudnn'] / timed['auto']:.2f}",
+              f"{timed['cudnn'] * 1e3:8.1f} us {gbps['cudnn']:5.0f} | auto/cudnn {timed['cudnn'] / timed['auto']:.2f}"
+              + (f" | ours dense {timed['dense_auto'] * 1e3:8.1f} us" if page else ""),
               flush=True)
     with open(args.out, "w") as f:
         json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "copy_gbps": copy,
