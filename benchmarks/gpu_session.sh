@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call: install, build every kernel, run the GPU tests, then an optional step.
-#   bash benchmarks/gpu_session.sh [tests|alltests|hftests|tune|tune_split|tune_paged|ncu_short|ab_split|ab_bench|bench|decode|ncu|ncu_cmp|ncu_decode|llama|sanitize]...
-#   (env: SUITE, SCENARIOS, BENCH_ARGS, TUNE_DIMS, TUNE_ARGS, PAGES, LLAMA_ARGS, NCU_CAUSAL, NCU_SHAPES, AB_CSRC)
+#   bash benchmarks/gpu_session.sh [tests|alltests|hftests|tune|tune_split|tune_paged|ncu_short|ab_split|ab_paged|ab_bench|bench|decode|ncu|ncu_cmp|ncu_decode|llama|sanitize]...
+#   (env: SUITE, SCENARIOS, BENCH_ARGS, TUNE_DIMS, TUNE_ARGS, PAGES, PAGED_ARGS, LLAMA_ARGS, NCU_CAUSAL, NCU_SHAPES, AB_CSRC)
 # Logs and JSON land in $OUT (the device tool brings them back).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 MAX_JOBS=16 TORCH_FLASHINFER_CACHE_DIR=/tmp/tfi_cache
@@ -17,13 +17,18 @@ for step in "$@"; do
     hftests) python3 -m pytest -q tests/test_transformers.py 2>&1 | tee "$OUT/hf_tests.log" | tail -25 ;;
     tune_split) python3 benchmarks/tune_split_kv.py --out "$OUT/split_kv.json" 2>&1 | tee "$OUT/tune_split.log" | tail -20 ;;
     tune_paged) for page in ${PAGES:-16 256}; do  # split counts on paged caches, through the op
-                  python3 benchmarks/tune_split_kv.py --page-size $page --out "/tmp/ab/split_kv_paged$page.json"; done 2>&1 \
+                  python3 benchmarks/tune_split_kv.py --page-size $page ${PAGED_ARGS:-} --out "/tmp/ab/split_kv_paged$page.json"; done 2>&1 \
                   | tee "$OUT/tune_paged.log" | grep -v "^torch_flashinfer: build"; tar -C /tmp -cf "$OUT/tune_paged.tar" ab ;;
     ab_split) for run in 1 2; do for tree in A B; do  # split_kv with its plan: tree A = $AB_CSRC, B = this one
                 echo "== tree $tree, run $run"; [ $tree = A ] && src=$AB_CSRC || src=
                 TORCH_FLASHINFER_CSRC=$src python3 benchmarks/tune_split_kv.py --variants c2 --splits 0 \
                   --out "/tmp/ab/split_$tree$run.json"; done; done 2>&1 | tee "$OUT/ab_split.log" | grep -v "^torch_flashinfer: build"
               tar -C /tmp -cf "$OUT/ab_split.tar" ab ;;
+    ab_paged) for run in 1 2; do for tree in A B; do  # paged split_kv through the op, plan's splits: tree A = $AB_CSRC, B = this one
+                echo "== tree $tree, run $run"; [ $tree = A ] && src=$AB_CSRC || src=
+                for page in ${PAGES:-16 256}; do TORCH_FLASHINFER_CSRC=$src python3 benchmarks/tune_split_kv.py --page-size $page \
+                  --splits 0 ${PAGED_ARGS:-} --out "/tmp/ab/paged_$tree${run}_p$page.json"; done; done; done 2>&1 \
+                | tee "$OUT/ab_paged.log" | grep -v "^torch_flashinfer: build"; tar -C /tmp -cf "$OUT/ab_paged.tar" ab ;;
     ab_bench) for tree in A B; do  # the benchmark CLI (SUITE, SCENARIOS) on tree A = $AB_CSRC, then B = this one
                 echo "== tree $tree"; [ $tree = A ] && src=$AB_CSRC || src=
                 TORCH_FLASHINFER_CSRC=$src python3 -m torch_flashinfer.benchmark --suite "${SUITE:-llm}" \

@@ -92,6 +92,28 @@ __device__ __forceinline__ void load_q_tile(const FwdParams& p, const T* q_head,
   }
 }
 
+// kRows rows of kHeadDim elements, row i at src + i * row_stride, into rows [0, kRows) of dst, by
+// kThreads threads (a multiple of the chunks per row): each thread's chunks are one 64-bit
+// address plus a constant step, with no per-row multiply. Rows from valid_rows on are zero-filled
+// (not read); kWhole: every row is valid (no per-row check).
+template <int kRows, int kThreads, int kHeadDim, typename Layout, int kPrefetch, bool kWhole, typename T>
+__device__ __forceinline__ void copy_rows(const T* src, int64_t row_stride, int valid_rows, T* dst, int tid,
+                                          L2Hint policy) {
+  using Map = ChunkMap<kThreads, kHeadDim>;
+  static_assert(kThreads % Map::kChunksPerRow == 0, "a thread's chunks share one column");
+  constexpr int kRowStep = kThreads / Map::kChunksPerRow;
+  static_assert(kRows % kRowStep == 0, "even copy split");
+  const int r0 = Map::row(tid, 0), col = Map::col(tid, 0);
+  const T* row = src + int64_t(r0) * row_stride + col;
+#pragma unroll
+  for (int i = 0; i < kRows / kRowStep; ++i) {
+    const bool valid = kWhole || r0 + i * kRowStep < valid_rows;
+    cp_async_16<kPrefetch>(smem_addr(dst + Layout::offset(r0 + i * kRowStep, col / 8)), valid ? row : src, valid,
+                           policy);
+    row += kRowStep * row_stride;
+  }
+}
+
 // Keys and values [n0, n0 + kRows) of one K/V head, addressed as kMode says (kK / kV: which of
 // the two this call copies).
 template <int kRows, int kThreads, int kHeadDim, KvMode kMode, bool kK = true, bool kV = true,
@@ -105,19 +127,14 @@ __device__ __forceinline__ void load_kv_tile(const FwdParams& p, const Sequence&
     // A whole tile of a contiguous cache: each thread's rows step by a constant, so its chunks
     // are one 64-bit address plus constant offsets (no per-row multiply or bounds select).
     if (full) {
-      constexpr int kRowStep = kThreads / Map::kChunksPerRow;
-      const int r0 = Map::row(tid, 0), col = Map::col(tid, 0);
-      auto copy = [&](const T* src, int64_t row_stride, T* dst) {
-        src += int64_t(n0 + r0) * row_stride + col;
-#pragma unroll
-        for (int i = 0; i < kRows / kRowStep; ++i) {
-          const int chunk_dst = Layout::offset(r0 + i * kRowStep, col / 8);
-          cp_async_16<kTileCopyPrefetch>(smem_addr(dst + chunk_dst), src, true, policy);
-          src += kRowStep * row_stride;
-        }
-      };
-      if constexpr (kK) copy(k_head + seq.k_offset, p.k_row_stride, sK);
-      if constexpr (kV) copy(v_head + seq.v_offset, p.v_row_stride, sV);
+      if constexpr (kK) {
+        copy_rows<kRows, kThreads, kHeadDim, Layout, kTileCopyPrefetch, true>(
+            k_head + seq.k_offset + int64_t(n0) * p.k_row_stride, p.k_row_stride, kRows, sK, tid, policy);
+      }
+      if constexpr (kV) {
+        copy_rows<kRows, kThreads, kHeadDim, Layout, kTileCopyPrefetch, true>(
+            v_head + seq.v_offset + int64_t(n0) * p.v_row_stride, p.v_row_stride, kRows, sV, tid, policy);
+      }
       return;
     }
   }
