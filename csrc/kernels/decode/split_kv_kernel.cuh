@@ -223,9 +223,9 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
     T* sV = sK + kKeys * kStride;
     if constexpr (kMode != KvMode::kPagedRow && 32 % kCPR == 0) {
       // Rows evenly spaced (a contiguous cache, or a tile inside one page): one address per lane
-      // plus constant steps. The per-row loop below took 56 % more instructions per tile at page
-      // 16 than contiguous (SASS of the d=128 loop: 1024 vs 655), and paged decode with pages in
-      // memory order was 3-8 % slower than the same bytes read as a dense cache.
+      // plus constant steps. A per-row loop took 56 % more instructions per tile at page 16 than
+      // contiguous (SASS of the d=128 loop: 1024 vs 655), and paged decode with pages in memory
+      // order was 3-8 % slower than the same bytes read as a dense cache.
       int valid_rows = min(k_hi - n0, kKeys);
       int64_t k_off = seq.k_offset + int64_t(n0) * p.k_row_stride, v_off = seq.v_offset + int64_t(n0) * p.v_row_stride;
       if constexpr (kMode == KvMode::kPagedTile) {
@@ -238,34 +238,34 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
       copy_rows<kKeys, 32, kD, Rows, kKvPrefetch, false>(k_head + k_off, p.k_row_stride, valid_rows, sK, lane, policy);
       copy_rows<kKeys, 32, kD, Rows, kKvPrefetch, false>(v_head + v_off, p.v_row_stride, valid_rows, sV, lane, policy);
     } else {
-      // One lookup per row (pages not a multiple of the tile, or left padding), or rows whose
-      // chunks do not split evenly over a warp (d = 96, 160, 192, 224).
-      int tile_block = 0;
+      // Rows one by one: pages not a multiple of the tile (or left padding), or rows whose chunks
+      // do not split evenly over a warp (d = 96, 160, 192, 224). Paged rows are looked up once per
+      // lane (lane r % kKeys holds row r's block and row in its page) and passed round by shuffles:
+      // looked up per chunk, page 1 read 15-17 % slower than page 8 (b16-b64, 8k keys).
+      const int valid_rows = min(k_hi - n0, kKeys);
+      int my_block = 0, my_row = 0;
       if constexpr (kMode == KvMode::kPagedTile) {
-        int unused;
-        paged_position(p, seq, b, n0, tile_block, unused);
+        paged_position(p, seq, b, n0, my_block, my_row);
+      } else if constexpr (kMode == KvMode::kPagedRow) {
+        paged_position(p, seq, b, n0 + min(lane % kKeys, valid_rows - 1), my_block, my_row);
       }
-#pragma unroll
+#pragma unroll 4
       for (int i = 0; i < kKeys * kCPR / 32; ++i) {
-        const int c = lane + i * 32, r = c / kCPR, col = (c % kCPR) * 8, j = n0 + r;
-        bool valid = j < k_hi;
-        int64_t k_off = 0, v_off = 0;
-        if (valid) {
-          if constexpr (kMode == KvMode::kContiguous) {
-            k_off = seq.k_offset + int64_t(j) * p.k_row_stride;
-            v_off = seq.v_offset + int64_t(j) * p.v_row_stride;
-          } else {
-            int block, row;
-            if constexpr (kMode == KvMode::kPagedTile) {
-              block = tile_block;
-              row = n0 % p.page_size + r;
-            } else {
-              paged_position(p, seq, b, j, block, row);
-            }
-            valid = block >= 0;
-            k_off = int64_t(block) * p.k_batch_stride + int64_t(row) * p.k_row_stride;
-            v_off = int64_t(block) * p.v_batch_stride + int64_t(row) * p.v_row_stride;
+        const int c = lane + i * 32, r = c / kCPR, col = (c % kCPR) * 8;
+        bool valid = r < valid_rows;
+        int64_t k_off, v_off;
+        if constexpr (kMode == KvMode::kContiguous) {
+          k_off = seq.k_offset + int64_t(n0 + r) * p.k_row_stride;
+          v_off = seq.v_offset + int64_t(n0 + r) * p.v_row_stride;
+        } else {
+          int block = my_block, row = my_row + r;
+          if constexpr (kMode == KvMode::kPagedRow) {
+            block = __shfl_sync(0xffffffffu, my_block, r);
+            row = __shfl_sync(0xffffffffu, my_row, r);
           }
+          valid = valid && block >= 0;
+          k_off = int64_t(block) * p.k_batch_stride + int64_t(row) * p.k_row_stride;
+          v_off = int64_t(block) * p.v_batch_stride + int64_t(row) * p.v_row_stride;
         }
         const int dst = Rows::offset(r, col / 8);
         cp_async_16<kKvPrefetch>(smem_addr(sK + dst), k_head + (valid ? k_off + col : 0), valid, policy);
