@@ -240,8 +240,9 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
     } else {
       // Rows one by one: pages not a multiple of the tile (or left padding), or rows whose chunks
       // do not split evenly over a warp (d = 96, 160, 192, 224). Paged rows are looked up once per
-      // lane (lane r % kKeys holds row r's block and row in its page) and passed round by shuffles:
-      // looked up per chunk, page 1 read 15-17 % slower than page 8 (b16-b64, 8k keys).
+      // lane (lane r % kKeys holds row r's block and row in its page) and passed round by shuffles.
+      // Looked up per chunk, page 1 was 12-18 % slower than the dense cache at b16-b64, 8k keys;
+      // now 4-5 % (benchmarks/results/h100/split_kv_paged_row_ab.json).
       const int valid_rows = min(k_hi - n0, kKeys);
       int my_block = 0, my_row = 0;
       if constexpr (kMode == KvMode::kPagedTile) {
