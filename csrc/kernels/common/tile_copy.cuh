@@ -61,6 +61,14 @@ struct SwizzledRows {
   }
 };
 
+// The tile row whose address lane `lane` gives an ldmatrix_x4 of K's B fragments (chunk
+// (lane / 8) % 2 of the step's pair): keys 0-7 of the low and high chunk, then keys 8-15, so each
+// mma takes two consecutive registers as its B operand. In any other order nvcc moves registers
+// (three moves per ldmatrix, 192 per d=256 tile). Q and V fragments read row lane % 16 at chunk
+// lane / 16. In swizzled rows both read row lane % 8 modulo 8 (rows a multiple of 8 apart keep
+// the swizzle), so they share the swizzle mask and differ only in the first column.
+__device__ __forceinline__ int ldmatrix_k_row(int lane) { return lane % 8 + (lane / 16) * 8; }
+
 // This thread's i-th chunk of a tile is chunk tid + i * kThreads: row c / kChunksPerRow, column
 // (c % kChunksPerRow) * 8. When the thread count is a multiple of the chunks per row the column
 // is fixed and rows step by a constant, which keeps the copy addresses in a few registers.

@@ -300,10 +300,9 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
 
   // ldmatrix_x4 rows and chunks as in the FA2 kernel (fa2/fwd_kernel.cuh): Q (m-tile mt, k-step
   // ks) and V (d pair dp) read row lane % 16 at chunk lane / 16 of the step's pair; K (k-step ks)
-  // row lane % 8 + 8 * (lane / 16) at chunk (lane / 8) % 2, so that each mma's B operand is two
-  // consecutive registers. Both read row lane % 8 modulo 8: one swizzle mask, two first columns.
+  // row ldmatrix_k_row(lane) at chunk (lane / 8) % 2 (common/tile_copy.cuh).
   const auto cols = Rows::columns(lane % 16, lane / 16);
-  const int k_row = lane % 8 + (lane / 16) * 8;
+  const int k_row = ldmatrix_k_row(lane);
   const uint32_t k_first = Rows::columns(k_row, (lane / 8) % 2).first;
   auto row_addr = [&](const T* tile) { return smem_addr(tile + (lane % 16) * kStride) + cols.first; };
   const uint32_t q_row_addr = row_addr(sQ);

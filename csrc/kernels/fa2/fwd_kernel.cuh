@@ -152,13 +152,10 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
   const int warp_row0 = warp * kMT * 16;  // first row (within the tile) of this warp
   // ldmatrix_x4 addresses of this lane for Q (m-tile mt, k-step ks), K (key block np of a stage,
   // k-step ks) and V (k-step ks, d pair dp). Q and V: the lane reads row lane % 16 at chunk
-  // lane / 16 of the step's pair. K: row lane % 8 + 8 * (lane / 16) at chunk (lane / 8) % 2, so its
-  // four matrices are keys 0-7 of the low and high chunk, then keys 8-15, and each mma takes two
-  // consecutive registers as its B operand (in any other order nvcc moves registers: three moves
-  // per ldmatrix, 192 per d=256 tile). Swizzled rows: both mappings read row lane % 8 modulo 8
-  // (rows a multiple of 8 apart keep the swizzle), so they share the swizzle mask and differ only
-  // in the first column, which goes into the lane's row address.
-  const int k_row = lane % 8 + (lane / 16) * 8;
+  // lane / 16 of the step's pair; K: row ldmatrix_k_row(lane) at chunk (lane / 8) % 2
+  // (common/tile_copy.cuh says why). Swizzled rows: one swizzle mask for both, and the first
+  // column goes into the lane's row address.
+  const int k_row = ldmatrix_k_row(lane);
   const auto cols = [&] {
     if constexpr (Shape::kSwizzle) {
       return Smem::columns(lane % 16, lane / 16);
