@@ -71,6 +71,20 @@ def test_paged_long_warp_runs(page_size, num_splits):
     check_case(built.case, algo="split_kv", built=built)
 
 
+@pytest.mark.parametrize("algo,seqlen_q", [("split_kv", 1), ("fa2", 1), ("fa2", 20)], ids=["split_kv", "fa2_decode", "fa2"])
+@pytest.mark.parametrize("page_size", [1, 16, 256])
+@pytest.mark.parametrize("pad", [-1, 2**31 - 1], ids=["minus1", "huge"])
+def test_paged_table_padding_is_never_read(algo, seqlen_q, page_size, pad):
+    """Block-table entries past a sequence's last page (serving engines pad them with -1 or junk)
+    are never dereferenced: ragged lengths, so every sequence but the longest has padding."""
+    built = build(Case("paged", [seqlen_q] * 3, [1300, 45, 300], 8, 2, 128, torch.float16, causal=True,
+                       page_size=page_size), device="cuda")
+    table, lens = built.args["block_table"], built.args["cache_seqlens"].tolist()
+    for b, n in enumerate(lens):
+        table[b, -(-n // page_size):] = pad
+    check_case(built.case, algo=algo, built=built)
+
+
 @pytest.mark.parametrize("num_splits", [1, 2, 3, 16, 17, 64])
 def test_explicit_splits(num_splits):
     built = build(Case("cache", [1] * 2, [1000, 37], 8, 2, 64, torch.float16, causal=True), device="cuda")

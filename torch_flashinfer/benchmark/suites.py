@@ -83,6 +83,8 @@ def llm(dtype: str = "float16") -> list[Scenario]:
         _scenario("paged_decode", "shape", "gbps",
                   [dict(gqa, batch=b, seqlen_q=1, seqlen_k=s, causal=True, page_size=p)
                    for p in (16, 256) for b, s in ((1, 32768), (16, 8192), (64, 8192))]),
+        _scenario("paged_prefill", "shape", "tflops",  # the prefill row b4 x 4k, K/V in a paged cache
+                  [dict(mha, batch=4, seqlen_q=4096, seqlen_k=4096, causal=True, page_size=p) for p in (16, 256)]),
     ]
 
 
