@@ -22,6 +22,8 @@ CASES = [
     (Case("dense", [150], [333], 4, 2, 256, torch.float16, causal=True), "fa2"),  # one K/V stage, 6 key tiles
     (Case("dense", [130], [260], 4, 4, 128, torch.bfloat16), "fa2"),  # two stages, 5 key tiles, partial last
     (Case("paged", [70] * 2, [130, 87], 4, 2, 256, torch.bfloat16, page_size=16), "fa2"),  # swizzled rows, paged
+    (Case("paged", [40] * 2, [300, 129], 4, 2, 128, torch.float16, causal=True, page_size=64), "fa2"),  # page = tile
+    (Case("paged", [33] * 2, [61, 20], 4, 2, 256, torch.float16, page_size=5), "fa2"),  # rows step past page ends
     (Case("dense", [300], [100], 4, 2, 256, torch.float16, causal=True), "fa2"),  # query tiles with no key tile
     (Case("varlen", [1, 70, 0, 5], [130, 70, 3, 9], 8, 2, 128, torch.float16, causal=True, alibi="batch"), "fa2"),
     (Case("varlen_paged", [1, 17], [40, 17], 4, 1, 96, torch.float16, causal=True, page_size=1), "fa2"),

@@ -58,7 +58,7 @@ def test_every_head_dim_and_dtype(head_dim, dtype, causal, algo):
 # One to three 64-key tiles, whole or partial, through the contiguous and both paged copy paths
 # (page 64: whole tiles where the K tile is 64 keys; pages 1 and 16: row by row).
 KEY_TILES = [("dense", 1, None), ("dense", 64, None), ("dense", 65, None), ("dense", 192, None),
-             ("paged", 200, 64), ("paged", 130, 16), ("paged", 70, 1)]
+             ("paged", 200, 64), ("paged", 130, 16), ("paged", 150, 24), ("paged", 90, 5), ("paged", 70, 1)]
 
 
 @pytest.mark.parametrize("head_dim", HEAD_DIMS)
@@ -106,7 +106,7 @@ def test_varlen_hybrid(head_dim, causal, algo):
                     torch.float16, causal=causal), algo=algo)
 
 
-@pytest.mark.parametrize("page_size", [1, 16, 256])
+@pytest.mark.parametrize("page_size", [1, 5, 16, 24, 256])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp16", "bf16"])
 @pytest.mark.parametrize("algo", ALGOS)
 def test_paged(page_size, dtype, algo):
