@@ -146,59 +146,6 @@ __device__ __forceinline__ void load_kv_tile(const FwdParams& p, const Sequence&
       return;
     }
   }
-  const int valid_rows = min(seq.seqlen_k - n0, kRows);
-  if constexpr (kMode == KvMode::kPagedTile && kThreads % Map::kChunksPerRow == 0) {
-    // A tile inside one page: evenly spaced rows too (an empty tile where the table points
-    // outside the cache). Looked up per row, a page-256 cache prefilled 6 % slower than dense.
-    int block, row;
-    paged_position(p, seq, b, n0, block, row);
-    const int rows = block < 0 ? 0 : valid_rows;
-    block = block < 0 ? 0 : block;
-    if constexpr (kK) {
-      copy_rows<kRows, kThreads, kHeadDim, Layout, kTileCopyPrefetch, false>(
-          k_head + int64_t(block) * p.k_batch_stride + int64_t(row) * p.k_row_stride, p.k_row_stride, rows, sK, tid,
-          policy);
-    }
-    if constexpr (kV) {
-      copy_rows<kRows, kThreads, kHeadDim, Layout, kTileCopyPrefetch, false>(
-          v_head + int64_t(block) * p.v_batch_stride + int64_t(row) * p.v_row_stride, p.v_row_stride, rows, sV, tid,
-          policy);
-    }
-    return;
-  }
-  if constexpr (kMode == KvMode::kPagedRow && kThreads % Map::kChunksPerRow == 0) {
-    // This thread's rows step by kRowStep: with pages at least that long, its page and row in
-    // the page advance with at most one wrap per row, so one division per tile instead of one per
-    // row (a page-16 cache prefilled 19 % slower than dense with a division and lookup per row).
-    constexpr int kRowStep = kThreads / Map::kChunksPerRow;
-    if (p.page_size >= kRowStep) {
-      const int r0 = Map::row(tid, 0), col = Map::col(tid, 0);
-      const int first = seq.key_start + n0 + r0;
-      int page = first / p.page_size, in_page = first - page * p.page_size;
-      const int32_t* table = p.block_table + int64_t(b) * p.block_table_batch_stride;
-#pragma unroll
-      for (int i = 0; i < kRows / kRowStep; ++i) {
-        if (i > 0) {
-          in_page += kRowStep;
-          if (in_page >= p.page_size) in_page -= p.page_size, ++page;
-        }
-        bool valid = r0 + i * kRowStep < valid_rows;
-        int block = valid ? table[page] : 0;
-        valid = valid && block >= 0 && block < p.num_blocks;
-        block = valid ? block : 0;
-        const int dst = Layout::offset(r0 + i * kRowStep, col / 8);
-        if constexpr (kK) {
-          const T* src = k_head + int64_t(block) * p.k_batch_stride + int64_t(in_page) * p.k_row_stride + col;
-          cp_async_16<kTileCopyPrefetch>(smem_addr(sK + dst), valid ? src : k_head, valid, policy);
-        }
-        if constexpr (kV) {
-          const T* src = v_head + int64_t(block) * p.v_batch_stride + int64_t(in_page) * p.v_row_stride + col;
-          cp_async_16<kTileCopyPrefetch>(smem_addr(sV + dst), valid ? src : v_head, valid, policy);
-        }
-      }
-      return;
-    }
-  }
   int tile_block = 0;
   if constexpr (kMode == KvMode::kPagedTile) {
     int unused;
