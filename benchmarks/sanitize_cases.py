@@ -31,7 +31,7 @@ CASES = [
     (Case("cache", [1] * 3, [1, 200, 77], 8, 2, 128, torch.float16, causal=True, leftpad=True), "split_kv"),
     (Case("paged", [2] * 2, [600, 33], 16, 2, 64, torch.bfloat16, causal=True, page_size=16), "split_kv"),
     (Case("cache", [1] * 2, [1000, 5], 4, 4, 160, torch.float16, causal=True), "split_kv"),
-    (Case("paged", [1] * 2, [300, 45], 8, 2, 96, torch.float16, causal=True, page_size=5), "split_kv"),  # rows by shuffle
+    (Case("paged", [1] * 2, [300, 45], 8, 2, 96, torch.float16, causal=True, page_size=5), "split_kv"),  # shuffles
     (Case("paged", [1] * 3, [1000, 1, 77], 32, 8, 128, torch.bfloat16, causal=True, page_size=1), "split_kv"),
     (Case("cache", [1], [5000], 32, 8, 128, torch.float16, causal=True), "split_kv"),  # one CTA per SM, deep ring
     (Case("cache", [8] * 2, [700, 40], 16, 4, 128, torch.float16, causal=True, window=(99, 0)), "split_kv"),  # 2 m-tiles

@@ -7,7 +7,7 @@ For each shape: the shipped plan ("auto"), then each library variant of VARIANTS
 per SM, -DTFI_SPLIT_KV_CTAS_PER_SM=n; L2 prefetch size of the K/V copies, -DTFI_DECODE_L2_PREFETCH=bytes)
 over a range of explicit split counts, each checked against cuDNN's output. Times are the benchmark CLI's (L2 flushed before each call).
 
-    python benchmarks/tune_split_kv.py --page-size 16 --out benchmarks/results/h100/split_kv_paged.json
+    python benchmarks/tune_split_kv.py --page-size 16 --out benchmarks/results/h100/split_kv_paged16.json
 
 With --page-size: paged caches (shuffled pages, as the benchmark CLI's paged_decode rows) on the
 llm suite's paged shapes, timed through the op (the shipped library) at each split count, next to
@@ -76,8 +76,8 @@ def main():
         if page:
             pages = -(-sk // page)
             k_cache, v_cache = (torch.randn(b * pages, page, hk, d, device=device, dtype=dtype) for _ in range(2))
-            order = torch.arange(b * pages, device=device) if args.sorted_pages else torch.randperm(b * pages, device=device)
-            block_table = order.view(b, pages)
+            order = torch.arange if args.sorted_pages else torch.randperm
+            block_table = order(b * pages, device=device).view(b, pages)
             k = k_cache[block_table].flatten(1, 2)[:, :sk]
             v = v_cache[block_table].flatten(1, 2)[:, :sk]
             block_table = block_table.to(torch.int32)

@@ -71,7 +71,8 @@ def test_paged_long_warp_runs(page_size, num_splits):
     check_case(built.case, algo="split_kv", built=built)
 
 
-@pytest.mark.parametrize("algo,seqlen_q", [("split_kv", 1), ("fa2", 1), ("fa2", 20)], ids=["split_kv", "fa2_decode", "fa2"])
+@pytest.mark.parametrize("algo,seqlen_q", [("split_kv", 1), ("fa2", 1), ("fa2", 20)],
+                         ids=["split_kv", "fa2_decode", "fa2"])
 @pytest.mark.parametrize("page_size", [1, 16, 256])
 @pytest.mark.parametrize("pad", [-1, 2**31 - 1], ids=["minus1", "huge"])
 def test_paged_table_padding_is_never_read(algo, seqlen_q, page_size, pad):

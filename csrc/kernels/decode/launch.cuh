@@ -23,7 +23,8 @@ struct Plan {
 
 // Splits: enough CTAs for one per SM (paged caches: two, see make_plan), each with at least
 // kMinSplitKeys keys (of the capacity: a shorter sequence gives every split an equal part of what
-// it holds); the CTA shape runs two per SM. Measured on the H100, fp16, d=128 (benchmarks/tune_split_kv.py):
+// it holds); the CTA shape runs two per SM. Measured on the H100, fp16, d=128
+// (benchmarks/tune_split_kv.py):
 // - split counts (benchmarks/results/h100/split_kv.json, one-launch merge, "c2pf128" there):
 //   b1 32/8 heads: 16 splits, 24.5 us at 8k keys, 61.3 us at 32k (cuDNN 26.3, 63.6); from 128
 //   sequence-heads on, one split (b16 32/8 8k keys: 199.9 us, 2 splits 204.5); more splits than
@@ -118,9 +119,9 @@ Plan make_plan(const FwdParams& p) {
   } else {
     // Paged caches fill every CTA slot (kCtasPerSm per SM), dense ones one per SM: paged copies
     // wait longer (the pages are scattered over the pool: at page 16 each warp tile is a page of
-    // its own), so twice the copies in flight pay for the merge. benchmarks/results/h100/split_kv_paged16.json and
-    // split_kv_paged256.json (shuffled pages, 32/8 heads, 8k keys unless said; us at the splits
-    // of one slot per SM vs two): page 16, b16 228.3 (1 split) vs 201.7 (2; dense 189.9, cuDNN
+    // its own), so twice the copies in flight pay for the merge.
+    // benchmarks/results/h100/split_kv_paged16.json and split_kv_paged256.json (shuffled pages,
+    // 32/8 heads, 8k keys unless said; us at the splits of one slot per SM vs two): page 16, b16 228.3 (1 split) vs 201.7 (2; dense 189.9, cuDNN
     // on the dense cache 186.8), b4 64.8 (4) vs 62.7 (8); page 256, b16 198.7 vs 197.8, b4 61.9 vs
     // 60.8; batch 1 (16 vs 32 splits) within 4 % either way (page 16: 8k keys 25.4 vs 25.6, 32k
     // 65.1 vs 64.4; page 256: 24.9 vs 25.9, 62.8 vs 62.6). Dense caches lose 2-4 % with the
