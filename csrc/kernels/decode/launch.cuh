@@ -121,11 +121,12 @@ Plan make_plan(const FwdParams& p) {
     // wait longer (the pages are scattered over the pool: at page 16 each warp tile is a page of
     // its own), so twice the copies in flight pay for the merge.
     // benchmarks/results/h100/split_kv_paged16.json and split_kv_paged256.json (shuffled pages,
-    // 32/8 heads, 8k keys unless said; us at the splits of one slot per SM vs two): page 16, b16 228.3 (1 split) vs 201.7 (2; dense 189.9, cuDNN
-    // on the dense cache 186.8), b4 64.8 (4) vs 62.7 (8); page 256, b16 198.7 vs 197.8, b4 61.9 vs
-    // 60.8; batch 1 (16 vs 32 splits) within 4 % either way (page 16: 8k keys 25.4 vs 25.6, 32k
-    // 65.1 vs 64.4; page 256: 24.9 vs 25.9, 62.8 vs 62.6). Dense caches lose 2-4 % with the
-    // second slot (split_kv.json: b16 8k 199.9 vs 204.5 us, b1 8k 24.5 vs 25.4).
+    // 32/8 heads, 8k keys unless said; us at the splits of one slot per SM vs two): page 16, b16
+    // 228.3 (1 split) vs 201.7 (2; dense 189.9, cuDNN on the dense cache 186.8), b4 64.8 (4) vs
+    // 62.7 (8); page 256, b16 198.7 vs 197.8, b4 61.9 vs 60.8; batch 1 (16 vs 32 splits) within
+    // 4 % either way (page 16: 8k keys 25.4 vs 25.6, 32k 65.1 vs 64.4; page 256: 24.9 vs 25.9,
+    // 62.8 vs 62.6). Dense caches lose 2-4 % with the second slot (split_kv.json: b16 8k 199.9 vs
+    // 204.5 us, b1 8k 24.5 vs 25.4).
     const long long slots = (long long)p.num_sms * (p.kv_layout == KvLayout::kPaged ? kCtasPerSm : 1);
     const long long fill = plan.items > 0 ? slots / plan.items : 1;
     plan.splits = int(std::max(1LL, std::min<long long>({fill, kMaxSplits, p.seqlen_k / kMinSplitKeys})));
