@@ -221,12 +221,12 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
     const int n0 = first_key + t * kStep;
     T* sK = ring + (t % kStages) * 2 * kKeys * kStride;
     T* sV = sK + kKeys * kStride;
+    int valid_rows = min(k_hi - n0, kKeys);  // >= 1: tile t starts before k_hi
     if constexpr (kMode != KvMode::kPagedRow && 32 % kCPR == 0) {
       // Rows evenly spaced (a contiguous cache, or a tile inside one page): one address per lane
       // plus constant steps. A per-row loop took 56 % more instructions per tile at page 16 than
       // contiguous (SASS of the d=128 loop: 1024 vs 655), and paged decode with pages in memory
       // order was 3-8 % slower than the same bytes read as a dense cache.
-      int valid_rows = min(k_hi - n0, kKeys);
       int64_t k_off = seq.k_offset + int64_t(n0) * p.k_row_stride, v_off = seq.v_offset + int64_t(n0) * p.v_row_stride;
       if constexpr (kMode == KvMode::kPagedTile) {
         int block, row;
@@ -243,7 +243,6 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
       // lane (lane r % kKeys holds row r's block and row in its page) and passed round by shuffles.
       // Looked up per chunk, page 1 was 12-18 % slower than the dense cache at b16-b64, 8k keys;
       // now 4-5 % (benchmarks/results/h100/split_kv_paged_row_ab.json).
-      const int valid_rows = min(k_hi - n0, kKeys);
       int my_block = 0, my_row = 0;
       if constexpr (kMode == KvMode::kPagedTile) {
         paged_position(p, seq, b, n0, my_block, my_row);
