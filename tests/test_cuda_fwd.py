@@ -2,6 +2,7 @@
 
 import itertools
 import math
+import random
 
 import pytest
 import torch
@@ -104,6 +105,28 @@ def test_varlen_hybrid(head_dim, causal, algo):
     # decode rows (seq_q = 1) next to prefill rows in one launch, plus an empty sequence
     check_case(Case("varlen", [1, 128, 1, 7, 0, 300, 1], [128, 128, 1025, 20, 5, 300, 1], 8, 2, head_dim,
                     torch.float16, causal=causal), algo=algo)
+
+
+# Launches with one query tile per head and more work items (tile x head x sequence) than CTA
+# slots (2 x SMs) run persistent CTAs that take several items each and issue the next item's
+# first copies during their own last step (fa2/fwd_kernel.cuh): 48 sequences x 8 heads here.
+@pytest.mark.parametrize("head_dim", [32, 64, 96, 128, 160, 224])
+@pytest.mark.parametrize("causal", [False, True])
+def test_persistent_varlen(head_dim, causal):
+    # decode rows, empty sequences, rows that see no key and more keys than queries among the items
+    rng = random.Random(head_dim * 2 + causal)
+    max_q = 64 if head_dim == 160 else 128  # one query tile (tile_config.h)
+    seqlens_q = [rng.choice([0, 1, 3, 17, max_q, rng.randint(1, max_q)]) for _ in range(48)]
+    seqlens_k = [max(0, sq + rng.choice([0, 0, 5, 200, -2])) for sq in seqlens_q]
+    check_case(Case("varlen", seqlens_q, seqlens_k, 8, 2, head_dim, torch.float16, causal=causal), seed=head_dim)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["fp16", "bf16"])
+def test_persistent_dense_features(dtype):
+    # the persistent launch without decode rows (dense q of 100 rows), with every score modifier
+    check_case(Case("dense", [100] * 40, [300] * 40, 8, 8, 128, dtype, causal=True, window=(150, -1),
+                    softcap=20.0, alibi="head"))
+    check_case(Case("dense", [97] * 30, [97] * 30, 16, 4, 64, dtype))
 
 
 @pytest.mark.parametrize("page_size", [1, 5, 16, 24, 256])
