@@ -38,7 +38,7 @@ CASES = [
     (Case("paged", [8] * 3, [300, 17, 90], 32, 4, 64, torch.float16, causal=True, page_size=256), "split_kv"),  # 4
     (Case("varlen", [16, 200, 1, 3], [300, 200, 1, 900], 16, 2, 128, torch.float16, causal=True), "fa2"),  # decode rows
     (Case("dense", [5] * 3, [77] * 3, 8, 8, 64, torch.bfloat16, causal=True, softcap=5.0), "fa2"),
-    # more items than CTA slots, one query tile per head: persistent CTAs that prefetch the next item's copies
+    # more (query tile, head, sequence) items than CTA slots, one query tile per head
     (Case("varlen", [1, 20, 0, 9, 64] * 14, [30, 20, 5, 70, 64] * 14, 8, 2, 128, torch.float16, causal=True), "fa2"),
     (Case("dense", [33] * 40, [90] * 40, 8, 8, 64, torch.bfloat16), "fa2"),  # no decode path, 128-key tiles
     (Case("varlen", [1, 70, 0, 5], [130, 70, 3, 9], 8, 2, 128, torch.float16, causal=True, alibi="head"), "fa1"),

@@ -107,12 +107,12 @@ def test_varlen_hybrid(head_dim, causal, algo):
                     torch.float16, causal=causal), algo=algo)
 
 
-# Launches with one query tile per head and more work items (tile x head x sequence) than CTA
-# slots (2 x SMs) run persistent CTAs that take several items each and issue the next item's
-# first copies during their own last step (fa2/fwd_kernel.cuh): 48 sequences x 8 heads here.
+# Many short sequences of random lengths in one launch: more (query tile, head, sequence) items
+# than CTA slots, one query tile per head (48 sequences x 8 heads; the launch shape that
+# fa2_persistent_ab.json measured with persistent CTAs).
 @pytest.mark.parametrize("head_dim", [32, 64, 96, 128, 160, 224])
 @pytest.mark.parametrize("causal", [False, True])
-def test_persistent_varlen(head_dim, causal):
+def test_many_short_varlen(head_dim, causal):
     # decode rows, empty sequences, rows that see no key and more keys than queries among the items
     rng = random.Random(head_dim * 2 + causal)
     max_q = 64 if head_dim == 160 else 128  # one query tile (tile_config.h)
@@ -122,8 +122,8 @@ def test_persistent_varlen(head_dim, causal):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp16", "bf16"])
-def test_persistent_dense_features(dtype):
-    # the persistent launch without decode rows (dense q of 100 rows), with every score modifier
+def test_many_short_dense_features(dtype):
+    # the same without decode rows (dense q of 100 rows), with every score modifier
     check_case(Case("dense", [100] * 40, [300] * 40, 8, 8, 128, dtype, causal=True, window=(150, -1),
                     softcap=20.0, alibi="head"))
     check_case(Case("dense", [97] * 30, [97] * 30, 16, 4, 64, dtype))

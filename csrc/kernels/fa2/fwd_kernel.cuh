@@ -60,195 +60,83 @@ struct TileShape {
   }
 };
 
-// Work item `item` of a launch: query tile m_block of query head h of sequence b. Within a head,
-// the last (for causal: heaviest) query tiles come first.
-struct ItemCoords {
-  int b, h, m_block, slot;  // slot: the item's index within its head (0 = the last query tile)
-};
-__device__ __forceinline__ ItemCoords item_coords(const FwdParams& p, unsigned item, int num_m_blocks) {
-  const int bh = item / unsigned(num_m_blocks), slot = item % unsigned(num_m_blocks);
-  return ItemCoords{bh / p.heads_q, bh % p.heads_q, num_m_blocks - 1 - slot, slot};
-}
-
-// A prefill item's query rows [m0, m_end) and key tiles [first_tile(), last_tile()].
-template <typename Shape>
-struct QueryTile {
-  const Sequence& seq;
-  Mask mask;
-  int b, h, hk, m0, m_end;
-
-  __device__ __forceinline__ QueryTile(const FwdParams& p, const ItemCoords& c, const Sequence& s)
-      : seq(s), mask(p, s), b(c.b), h(c.h), hk(c.h / (p.heads_q / p.heads_k)), m0(c.m_block * Shape::kBlockM),
-        m_end(min(m0 + Shape::kBlockM, s.seqlen_q)) {}
-  __device__ __forceinline__ int first_tile() const { return mask.key_begin(m0) / Shape::kBlockN; }
-  __device__ __forceinline__ int last_tile() const {
-    const int key_begin = mask.key_begin(m0), key_end = mask.key_end(m_end);
-    return key_end > key_begin ? (key_end - 1) / Shape::kBlockN : key_begin / Shape::kBlockN - 1;
-  }
-};
-
-// Whether a sequence of this many queries takes the decode path of an instantiation.
-template <typename Shape, bool kDecodePath>
-__device__ __forceinline__ bool takes_decode_path(int seqlen_q) {
-  return kDecodePath && seqlen_q <= kDecodeMaxSeqlenQ;
-}
-
-// Shared-memory tiles of the prefill path: Q, then K stages, then V stages.
-template <typename T, typename Shape>
-struct PrefillSmem {
-  T* q;
-  T* k;
-  T* v;
-  __device__ __forceinline__ explicit PrefillSmem(unsigned char* raw)
-      : q(reinterpret_cast<T*>(raw)), k(q + Shape::kBlockM * Shape::kStride), v(k + Shape::kStages * Shape::kBlockN * Shape::kStride) {}
-  __device__ __forceinline__ T* k_stage(int stage) const { return k + stage * Shape::kBlockN * Shape::kStride; }
-  __device__ __forceinline__ T* v_stage(int stage) const { return v + stage * Shape::kBlockN * Shape::kStride; }
-};
-
-// The first copies of a prefill item, in two groups (the caller commits each): group 0 is Q with
-// the first step's K (two stages: and V) into `stage`; group 1 what the loop's first step would
-// issue (two stages: the second tile, into the other stage; one stage: the first V), so that a
-// short sequence's copies are all in flight at once.
-template <typename T, typename Shape, KvMode kMode>
-struct FirstCopies {
-  const FwdParams& p;
-  const QueryTile<Shape>& t;
-  const PrefillSmem<T, Shape>& sm;
-  L2Hint kv_hint;
-  int tid;
-  const T* k_base;
-  const T* v_base;
-
-  __device__ __forceinline__ FirstCopies(const FwdParams& p_, const QueryTile<Shape>& t_, const PrefillSmem<T, Shape>& sm_,
-                                         L2Hint hint, int tid_)
-      : p(p_), t(t_), sm(sm_), kv_hint(hint), tid(tid_),
-        k_base(static_cast<const T*>(p_.k) + int64_t(t_.hk) * p_.k_head_stride),
-        v_base(static_cast<const T*>(p_.v) + int64_t(t_.hk) * p_.v_head_stride) {}
-
-  template <bool kK, bool kV>
-  __device__ __forceinline__ void kv(int tile, int stage) const {
-    load_kv_tile<Shape::kBlockN, Shape::kThreads, Shape::kHeadDim, kMode, kK, kV, typename Shape::Smem>(
-        p, t.seq, t.b, k_base, v_base, tile * Shape::kBlockN, sm.k_stage(stage), sm.v_stage(stage), tid, kv_hint);
-  }
-  // Group 0 (Q, then the first step's tiles) and group 1, for key tiles [first, last].
-  __device__ __forceinline__ void q() const {
-    const L2Hint read_once{true, kv_hint.policy};
-    load_q_tile<Shape::kBlockM, Shape::kThreads, Shape::kHeadDim, typename Shape::Smem>(
-        p, static_cast<const T*>(p.q) + t.seq.q_offset + int64_t(t.h) * p.q_head_stride, t.seq.seqlen_q, t.m0, sm.q,
-        tid, read_once);
-  }
-  __device__ __forceinline__ void group0_kv(int stage, int first, int last) const {
-    if (last >= first) {
-      if constexpr (Shape::kStages == 2) kv<true, true>(last, stage);
-      else kv<true, false>(last, stage);
-    }
-  }
-  __device__ __forceinline__ void group1(int stage, int first, int last) const {
-    if (last >= first) {
-      if constexpr (Shape::kStages == 2) {
-        if (last > first) kv<true, true>(last - 1, stage ^ 1);
-      } else {
-        kv<false, true>(last, stage);
-      }
-    }
-  }
-};
-
-// Parts of the next item's first copies (persistent launches, fwd_item).
-constexpr int kNextQ = 1, kNextKv0 = 2, kNextKv1 = 4;
-
-// L2 policies: a Q tile is read by its CTA only; K/V tiles by every query tile of every query
-// head of the group, so they stay in L2 unless one CTA is their only reader. Lines read once are
-// evicted first: they replace each other rather than what other CTAs still need.
-__device__ __forceinline__ L2Hint kv_l2_hint(const FwdParams& p, int num_m_blocks) {
-  return L2Hint{num_m_blocks == 1 && p.heads_q == p.heads_k, l2_evict_first()};
-}
-
-// One work item of the kernel below. `it` counts the K/V tiles this CTA has consumed (the stage
-// of a tile is it % 2 with two stages); `ready`: the item's first copy groups were issued by the
-// previous item (persistent launches), else this item issues them. Returns whether it issued
-// the first copy groups of item `next` (persistent launches, -1: none).
-template <typename T, typename Shape, KvMode kMode, bool kDecodePath, bool kPersistent>
-__device__ __forceinline__ bool fwd_item(const FwdParams& p, int num_m_blocks, int item, int next, bool ready, int& it,
-                                         unsigned char* smem_raw) {
+// kDecodePath: whether sequences of at most kDecodeMaxSeqlenQ queries take the decode path (the
+// instantiation for packed or short q; without it the prefill loop keeps every register).
+template <typename T, typename Shape, KvMode kMode, bool kDecodePath>
+__global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_constant__ FwdParams p, int num_m_blocks) {
   using Traits = DtypeTraits<T>;
   constexpr int kM = Shape::kBlockM, kN = Shape::kBlockN, kD = Shape::kHeadDim, kStride = Shape::kStride;
   using Smem = typename Shape::Smem;
   constexpr int kMT = Shape::kMTiles, kNT = Shape::kNTiles, kDT = Shape::kDTiles;
 
-  const PrefillSmem<T, Shape> sm(smem_raw);
-  T* sQ = sm.q;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* sQ = reinterpret_cast<T*>(smem_raw);
+  T* sK = sQ + kM * kStride;
+  T* sV = sK + Shape::kStages * kN * kStride;
+
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  const ItemCoords c = item_coords(p, item, num_m_blocks);
-  const Sequence seq = load_sequence(p, c.b);
-  if (takes_decode_path<Shape, kDecodePath>(seq.seqlen_q)) {
+  const int bh = blockIdx.x / num_m_blocks;
+  // Within a head, the last (for causal: heaviest) query tiles start first.
+  const int m_block = num_m_blocks - 1 - int(blockIdx.x % num_m_blocks);
+  const int b = bh / p.heads_q, h = bh % p.heads_q;
+  const int hk = h / (p.heads_q / p.heads_k);
+
+  const Sequence seq = load_sequence(p, b);
+  if (kDecodePath && seq.seqlen_q <= kDecodeMaxSeqlenQ) {
     // Row block rb of the K/V head's packed rows (group * seqlen_q of them, at most group
-    // blocks of 16) goes to the item of query head hk * group + rb % group, slot rb / group.
+    // blocks of 16) goes to the CTA of query head hk * group + rb % group, m-block rb / group.
     const int group = p.heads_q / p.heads_k;
     const int row_blocks = (group * seq.seqlen_q + 15) / 16;
-    const int rb = c.slot * group + c.h % group;
+    const int rb = int(blockIdx.x % num_m_blocks) * group + h % group;
     if (rb < row_blocks) {
-      decode::decode_item<T, typename Shape::DecodeShape, kMode>(p, seq, smem_raw, c.b, c.h / group, rb, 0, 1, true);
-      if constexpr (kPersistent) __syncthreads();  // every warp is done with the decode ring
+      decode::decode_item<T, typename Shape::DecodeShape, kMode>(p, seq, smem_raw, b, hk, rb, 0, 1, true);
     }
-    return false;
+    return;
   }
-  if (c.m_block * kM >= seq.seqlen_q) return false;
-  const QueryTile<Shape> t(p, c, seq);
-  const Mask& mask = t.mask;
-  const int m0 = t.m0, m_end = t.m_end, h = t.h;
+  const int m0 = m_block * kM;
+  if (m0 >= seq.seqlen_q) return;
+  const int m_end = min(m0 + kM, seq.seqlen_q);
+  const Mask mask(p, seq);
 
-  const L2Hint kv_hint = kv_l2_hint(p, num_m_blocks);
-  const FirstCopies<T, Shape, kMode> copies(p, t, sm, kv_hint, tid);
+  const T* q_base = static_cast<const T*>(p.q) + seq.q_offset + int64_t(h) * p.q_head_stride;
+  const T* k_base = static_cast<const T*>(p.k) + int64_t(hk) * p.k_head_stride;
+  const T* v_base = static_cast<const T*>(p.v) + int64_t(hk) * p.v_head_stride;
+
+  // L2 policies: a Q tile is read by this CTA only; K/V tiles by every query tile of every query
+  // head of the group, so they stay in L2 unless this CTA is their only reader. Lines read once
+  // are evicted first: they replace each other rather than what other CTAs still need.
+  const L2Hint read_once{true, l2_evict_first()};
+  const L2Hint kv_hint{num_m_blocks == 1 && p.heads_q == p.heads_k, read_once.policy};
+  load_q_tile<kM, Shape::kThreads, kD, Smem>(p, q_base, seq.seqlen_q, m0, sQ, tid, read_once);
   auto load_kv = [&](auto which_k, auto which_v, int tile, int stage) {
-    copies.template kv<decltype(which_k)::value, decltype(which_v)::value>(tile, stage);
+    load_kv_tile<kN, Shape::kThreads, kD, kMode, decltype(which_k)::value, decltype(which_v)::value, Smem>(
+        p, seq, b, k_base, v_base, tile * kN, sK + stage * kN * kStride, sV + stage * kN * kStride, tid, kv_hint);
   };
   using Yes = std::true_type;
   using No = std::false_type;
-  const int it0 = it;
-  if (!ready) copies.q();
-  const int first_tile = t.first_tile(), last_tile = t.last_tile();
-  if (!ready) {
-    copies.group0_kv(it0 % Shape::kStages, first_tile, last_tile);
-    cp_async_commit();
-    copies.group1(it0 % Shape::kStages, first_tile, last_tile);
-    cp_async_commit();
-  }
 
-  // Persistent launches: item `next`'s first copies, when it is a prefill item, as one commit
-  // group of the parts in kParts (kNextQ, kNextKv0: its first tile, into `stage`, the stage it
-  // starts with; kNextKv1: its second tile, into the other). Each part goes out as soon as its
-  // buffer is free, at a point where the key loop's scores are not live: the first tile at the
-  // top of the last step (the other stage is free), Q after the last P V, the second tile after
-  // the epilogue has staged O through that stage. The next item's coordinates are worked out at
-  // each point (kept across the key loop they would take its registers). Returns whether the next
-  // item is a prefill item.
-  auto next_copies = [&](auto parts, int stage) {
-    bool prefill = false;
-    if constexpr (kPersistent) {
-      static_assert(Shape::kStages == 2, "persistent launches prefetch into the free K/V stage");
-      constexpr int kParts = decltype(parts)::value;
-      if (next >= 0) {
-        const ItemCoords nc = item_coords(p, next, num_m_blocks);
-        const Sequence nseq = load_sequence(p, nc.b);
-        prefill = !takes_decode_path<Shape, kDecodePath>(nseq.seqlen_q) && nc.m_block * kM < nseq.seqlen_q;
-        if (prefill) {
-          const QueryTile<Shape> nt(p, nc, nseq);
-          const FirstCopies<T, Shape, kMode> ncopies(p, nt, sm, kv_hint, tid);
-          if constexpr ((kParts & kNextQ) != 0) ncopies.q();
-          const int first = nt.first_tile(), last = nt.last_tile();
-          if constexpr ((kParts & kNextKv0) != 0) ncopies.group0_kv(stage, first, last);
-          if constexpr ((kParts & kNextKv1) != 0) ncopies.group1(stage, first, last);
-        }
-      }
-      cp_async_commit();
+  const int key_begin = mask.key_begin(m0), key_end = mask.key_end(m_end);
+  const int first_tile = key_begin / kN;
+  const int last_tile = key_end > key_begin ? (key_end - 1) / kN : first_tile - 1;
+  // Copy groups: Q with the first step's K (two stages: and V), then what the loop's first step
+  // would issue (two stages: the second tile; one stage: the first V), so that a short sequence's
+  // copies are all in flight at once.
+  if (last_tile >= first_tile) {
+    if constexpr (Shape::kStages == 2) load_kv(Yes{}, Yes{}, last_tile, 0);
+    else load_kv(Yes{}, No{}, last_tile, 0);
+  }
+  cp_async_commit();
+  if (last_tile >= first_tile) {
+    if constexpr (Shape::kStages == 2) {
+      if (last_tile > first_tile) load_kv(Yes{}, Yes{}, last_tile - 1, 1);
+    } else {
+      load_kv(No{}, Yes{}, last_tile, 0);
     }
-    return prefill;
-  };
-  using NextKv0 = std::integral_constant<int, kNextKv0>;
+  }
+  cp_async_commit();
 
   const ScoreMod mod(p);
-  const float slope = mod.slope(p, c.b, h);
+  const float slope = mod.slope(p, b, h);
 
   float acc_o[kMT][kDT][4];
 #pragma unroll
@@ -320,13 +208,13 @@ __device__ __forceinline__ bool fwd_item(const FwdParams& p, int num_m_blocks, i
     }
   };
 
-  for (int tile = last_tile; tile >= first_tile; --tile, ++it) {
+  for (int tile = last_tile, it = 0; tile >= first_tile; --tile, ++it) {
     const int stage = Shape::kStages == 2 ? it & 1 : 0;
     // Wait for this tile's K (two stages: and V): after the first step, the only group in flight.
     // One barrier makes every thread's copies visible and tells that every warp is done with the
     // previous tile, whose buffer (two stages: the other stage; one stage: V) the next copy
     // overwrites. The first step's copy was issued with Q.
-    if (it == it0) {
+    if (it == 0) {
       cp_async_wait<1>();
       __syncthreads();
     } else {
@@ -340,12 +228,8 @@ __device__ __forceinline__ bool fwd_item(const FwdParams& p, int num_m_blocks, i
       cp_async_commit();
     }
 
-    if constexpr (kPersistent) {
-      if (tile == first_tile) next_copies(NextKv0{}, stage ^ 1);  // the other stage is free now
-    }
-
-    const T* sKs = sm.k_stage(stage);
-    const T* sVs = sm.v_stage(stage);
+    const T* sKs = sK + stage * kN * kStride;
+    const T* sVs = sV + stage * kN * kStride;
     const uint32_t k_row_addr = k_row_addr_of(sKs), v_row_addr = row_addr(sVs);
     const int n0 = tile * kN;
 
@@ -422,35 +306,10 @@ __device__ __forceinline__ bool fwd_item(const FwdParams& p, int num_m_blocks, i
       }
     }
   }
-  // O is staged through shared memory for 16-byte stores: through this warp's own Q rows, or
-  // (persistent launches, whose Q buffer holds the next item's rows by now) through the K and V
-  // rows of the stage after the next item's first: the last tile's stage, or with no key tile
-  // one the next item does not start with.
-  T* s_out = sQ;
-  if constexpr (kPersistent) {
-    static_assert(kM <= 2 * kN, "O fits one stage's K and V rows");
-    // With no key tile this item's Q copies may still be landing, and its first tile goes too.
-    if (last_tile < first_tile) cp_async_wait<0>();
-    __syncthreads();  // every warp is done with Q K^T and P V
-    if (last_tile < first_tile) {
-      next_copies(std::integral_constant<int, kNextQ | kNextKv0>{}, it & 1);
-    } else {
-      next_copies(std::integral_constant<int, kNextQ>{}, it & 1);
-    }
-    s_out = sm.k_stage((it + 1) & 1);
-  } else {
-    cp_async_wait<0>();
-    __syncthreads();  // with no key tile, the Q copies (by every thread) may still be landing
-  }
-  // O row r of the tile: row r of s_out, the persistent staging's rows past kN in the V stage.
-  auto staged = [&](int row, int chunk) -> T* {
-    if constexpr (kPersistent) {
-      if (row >= kN) return sm.v_stage((it + 1) & 1) + Smem::offset(row - kN, chunk);
-    }
-    return s_out + Smem::offset(row, chunk);
-  };
+  cp_async_wait<0>();
+  __syncthreads();  // with no key tile, the Q copies (by every thread) may still be landing
 
-  // Epilogue: normalise, write lse, stage O, 16-byte stores.
+  // Epilogue: normalise, write lse, stage O through this warp's own Q rows for 16-byte stores.
   float* lse_base = p.lse + seq.lse_offset + int64_t(h) * p.lse_head_stride;
 #pragma unroll
   for (int mt = 0; mt < kMT; ++mt) {
@@ -461,7 +320,7 @@ __device__ __forceinline__ bool fwd_item(const FwdParams& p, int num_m_blocks, i
       const int row = warp_row0 + mt * 16 + g + half * 8;
 #pragma unroll
       for (int dt = 0; dt < kDT; ++dt) {
-        *reinterpret_cast<uint32_t*>(staged(row, dt) + 2 * t4) =
+        *reinterpret_cast<uint32_t*>(sQ + Smem::offset(row, dt) + 2 * t4) =
             Traits::pack(acc_o[mt][dt][2 * half] * inv, acc_o[mt][dt][2 * half + 1] * inv);
       }
       if (t4 == 0 && m0 + row < seq.seqlen_q) {
@@ -473,38 +332,13 @@ __device__ __forceinline__ bool fwd_item(const FwdParams& p, int num_m_blocks, i
   T* o_base = static_cast<T*>(p.out) + seq.o_offset + int64_t(h) * p.o_head_stride;
   constexpr int kWarpRows = kMT * 16;
 #pragma unroll
-  for (int cidx = lane; cidx < kWarpRows * Shape::kChunksPerRow; cidx += 32) {
-    const int row = warp_row0 + cidx / Shape::kChunksPerRow;
-    const int col = (cidx % Shape::kChunksPerRow) * 8;
+  for (int c = lane; c < kWarpRows * Shape::kChunksPerRow; c += 32) {
+    const int row = warp_row0 + c / Shape::kChunksPerRow;
+    const int col = (c % Shape::kChunksPerRow) * 8;
     if (m0 + row < seq.seqlen_q) {
       *reinterpret_cast<uint4*>(o_base + int64_t(m0 + row) * p.o_row_stride + col) =
-          *reinterpret_cast<const uint4*>(staged(row, col / 8));
+          *reinterpret_cast<const uint4*>(sQ + Smem::offset(row, col / 8));
     }
-  }
-  if constexpr (kPersistent) {
-    __syncthreads();  // every warp has read its staged rows: the stage may take the next item's tile
-    return next_copies(std::integral_constant<int, kNextKv1>{}, it & 1);
-  }
-  return false;
-}
-
-// kDecodePath: whether sequences of at most kDecodeMaxSeqlenQ queries take the decode path (the
-// instantiation for packed or short q; without it the prefill loop keeps every register).
-// kPersistent: gridDim.x CTAs take items blockIdx.x, + gridDim.x, ... and each issues the next
-// item's first copies during its own last step and epilogue (launch.cuh says when).
-template <typename T, typename Shape, KvMode kMode, bool kDecodePath, bool kPersistent>
-__global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_constant__ FwdParams p, int num_m_blocks) {
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  int it = 0;
-  if constexpr (kPersistent) {
-    const int items = num_m_blocks * p.batch * p.heads_q;
-    bool ready = false;
-    for (int item = blockIdx.x; item < items; item += gridDim.x) {
-      const int next = item + int(gridDim.x) < items ? item + int(gridDim.x) : -1;
-      ready = fwd_item<T, Shape, kMode, kDecodePath, true>(p, num_m_blocks, item, next, ready, it, smem_raw);
-    }
-  } else {
-    fwd_item<T, Shape, kMode, kDecodePath, false>(p, num_m_blocks, blockIdx.x, -1, false, it, smem_raw);
   }
 }
 

@@ -47,16 +47,6 @@ constexpr Tile default_tile(int head_dim) {
 // read K/V once per query head. H100, benchmarks/results/h100/seed.json hybrid rows.
 constexpr int kDecodeMaxSeqlenQ = 16;
 
-// Launches of at most kPersistentMaxMBlocks query tiles per head (short prompts: memory bound)
-// run persistent CTAs, each taking items at a stride of the grid and issuing the next item's
-// first copies during its own last step (fwd_kernel.cuh; two-stage shapes, contiguous K/V).
-// -DTFI_FA2_PERSISTENT_MAX_M_BLOCKS=0 turns them off (tuning builds).
-#ifdef TFI_FA2_PERSISTENT_MAX_M_BLOCKS
-constexpr int kPersistentMaxMBlocks = TFI_FA2_PERSISTENT_MAX_M_BLOCKS;
-#else
-constexpr int kPersistentMaxMBlocks = 1;
-#endif
-
 #ifdef TFI_FA2_BLOCK_M
 #ifndef TFI_FA2_STAGES
 #define TFI_FA2_STAGES 2
