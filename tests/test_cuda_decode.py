@@ -86,6 +86,17 @@ def test_paged_table_padding_is_never_read(algo, seqlen_q, page_size, pad):
     check_case(built.case, algo=algo, built=built)
 
 
+# Items that do not divide the CTA slots: the CTAs share the items' keys as equal runs, some of
+# which cross from one item into the next (3 sequences x 5 K/V heads, 8k-key capacity: whole
+# splits would fill 120 of 132 SMs, or 255 of 264 paged slots). Ragged lengths: a sequence of one
+# key leaves most of its runs empty.
+@pytest.mark.parametrize("layout", ["cache", "paged"])
+@pytest.mark.parametrize("seqlen_q", [1, 3])
+def test_runs_cross_items(layout, seqlen_q):
+    check_case(Case(layout, [seqlen_q] * 3, [8192, 1, 3001], 20, 5, 128, torch.float16, causal=True, page_size=16),
+               algo="split_kv")
+
+
 @pytest.mark.parametrize("num_splits", [1, 2, 3, 16, 17, 64])
 def test_explicit_splits(num_splits):
     built = build(Case("cache", [1] * 2, [1000, 37], 8, 2, 64, torch.float16, causal=True), device="cuda")
