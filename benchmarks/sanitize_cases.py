@@ -34,7 +34,7 @@ CASES = [
     (Case("paged", [1] * 2, [300, 45], 8, 2, 96, torch.float16, causal=True, page_size=5), "split_kv"),  # shuffles
     (Case("paged", [1] * 3, [1000, 1, 77], 32, 8, 128, torch.bfloat16, causal=True, page_size=1), "split_kv"),
     (Case("cache", [1], [5000], 32, 8, 128, torch.float16, causal=True), "split_kv"),  # one CTA per SM, deep ring
-    (Case("cache", [1] * 3, [4096, 1, 900], 20, 5, 64, torch.float16, causal=True), "split_kv"),  # runs cross items
+    (Case("cache", [1] * 3, [4096, 1, 900], 20, 5, 64, torch.float16, causal=True), "split_kv"),  # 15 items x 8 splits
     (Case("cache", [8] * 2, [700, 40], 16, 4, 128, torch.float16, causal=True, window=(99, 0)), "split_kv"),  # 2 m-tiles
     (Case("paged", [8] * 3, [300, 17, 90], 32, 4, 64, torch.float16, causal=True, page_size=256), "split_kv"),  # 4
     (Case("varlen", [16, 200, 1, 3], [300, 200, 1, 900], 16, 2, 128, torch.float16, causal=True), "fa2"),  # decode rows

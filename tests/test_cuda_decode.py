@@ -86,13 +86,13 @@ def test_paged_table_padding_is_never_read(algo, seqlen_q, page_size, pad):
     check_case(built.case, algo=algo, built=built)
 
 
-# Items that do not divide the CTA slots: the CTAs share the items' keys as equal runs, some of
-# which cross from one item into the next (3 sequences x 5 K/V heads, 8k-key capacity: whole
-# splits would fill 120 of 132 SMs, or 255 of 264 paged slots). Ragged lengths: a sequence of one
-# key leaves most of its runs empty.
+# Items that do not divide the CTA slots (3 sequences x 5 K/V heads, 8k-key capacity: 8 splits
+# of 15 items on 132 SMs, 17 on 264 paged slots), ragged: a sequence of one key leaves most of
+# its splits empty. split_kv_runs_ab.json measured these launch shapes with runs of keys that
+# cross items instead.
 @pytest.mark.parametrize("layout", ["cache", "paged"])
 @pytest.mark.parametrize("seqlen_q", [1, 3])
-def test_runs_cross_items(layout, seqlen_q):
+def test_items_not_dividing_the_slots(layout, seqlen_q):
     check_case(Case(layout, [seqlen_q] * 3, [8192, 1, 3001], 20, 5, 128, torch.float16, causal=True, page_size=16),
                algo="split_kv")
 

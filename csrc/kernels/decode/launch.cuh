@@ -17,8 +17,7 @@ struct Plan {
   int m_tiles;       // 16-row m-tiles per item
   int row_blocks;    // items per (sequence, K/V head)
   long long items;   // batch * heads_k * row_blocks
-  long long ctas;    // CTAs sharing the items' keys evenly (split_kv_kernel.cuh)
-  int splits;        // the most CTAs one item is shared by (workspace slots per output row)
+  int splits;        // key chunks per item, one CTA each
   bool evict_first;  // K/V copies with the L2 evict-first policy
 };
 
@@ -88,9 +87,9 @@ struct Variant {
 
   static const char* launch(const FwdParams& p, const Plan& plan, KvMode mode, cudaStream_t stream) {
     if (ctas_per_sm(mode) == 0) return "split_kv: the kernel's shared memory does not fit this device";
-    if (plan.ctas > 0x7fffffffLL || plan.items > 0x7fffffffLL) return "decode grid too large";
-    kernel(mode)<<<unsigned(plan.ctas), S::kThreads, kSmem, stream>>>(p, plan.row_blocks, int(plan.items),
-                                                                      plan.evict_first);
+    if (plan.items > 0x7fffffffLL) return "decode grid too large";
+    kernel(mode)<<<dim3(unsigned(plan.items), unsigned(plan.splits)), S::kThreads, kSmem, stream>>>(p, plan.row_blocks,
+                                                                                                  plan.evict_first);
     return nullptr;
   }
 };
@@ -115,7 +114,6 @@ Plan make_plan(const FwdParams& p) {
   plan.m_tiles = mt < max_m_tiles(kHeadDim) ? mt : max_m_tiles(kHeadDim);
   plan.row_blocks = (rows + 16 * plan.m_tiles - 1) / (16 * plan.m_tiles);
   plan.items = (long long)p.batch * p.heads_k * plan.row_blocks;
-  const long long slots = (long long)p.num_sms * (p.kv_layout == KvLayout::kPaged ? kCtasPerSm : 1);
   if (p.num_splits > 0) {
     plan.splits = std::min(p.num_splits, kMaxSplits);
   } else {
@@ -129,21 +127,9 @@ Plan make_plan(const FwdParams& p) {
     // 4 % either way (page 16: 8k keys 25.4 vs 25.6, 32k 65.1 vs 64.4; page 256: 24.9 vs 25.9,
     // 62.8 vs 62.6). Dense caches lose 2-4 % with the second slot (split_kv.json: b16 8k 199.9 vs
     // 204.5 us, b1 8k 24.5 vs 25.4).
+    const long long slots = (long long)p.num_sms * (p.kv_layout == KvLayout::kPaged ? kCtasPerSm : 1);
     const long long fill = plan.items > 0 ? slots / plan.items : 1;
     plan.splits = int(std::max(1LL, std::min<long long>({fill, kMaxSplits, p.seqlen_k / kMinSplitKeys})));
-  }
-  plan.ctas = plan.items * plan.splits;
-  // Whole splits leave slots idle when the items do not divide them (b16 32/8 heads: 128 items
-  // on 132 SMs; b1: 16 splits of 8 items): then every slot takes an equal run of the items'
-  // keys, a run that may cross from one item into the next, as long as each run keeps
-  // kMinSplitKeys keys of the capacity and no item is shared by more than kMaxSplits CTAs.
-  // TODO measured
-  if (p.num_splits == 0 && plan.items > 0 && plan.ctas < slots) {
-    const long long by_keys = plan.items * std::max(1, p.seqlen_k / kMinSplitKeys);
-    const long long by_merge = plan.items * (kMaxSplits - 2);
-    plan.ctas = std::max(plan.ctas, std::min({slots, by_keys, by_merge}));
-    // An item spans at most ceil(ctas / items) + 1 CTAs (whole multiples: exactly ctas / items).
-    plan.splits = int(plan.ctas % plan.items == 0 ? plan.ctas / plan.items : plan.ctas / plan.items + 2);
   }
   const long long kv_bytes = 2LL * p.batch * p.seqlen_k * p.heads_k * kHeadDim * 2;
 #ifdef TFI_DECODE_EVICT_FIRST

@@ -2,17 +2,16 @@
 //
 // Work items: (sequence, K/V head, block of packed query rows). The query rows of a K/V head --
 // every query head of its group times every query token -- are packed as the rows of one mma
-// tile, so each K/V byte is read once per group. Each item's visible keys are cut into equal
-// parts on the device (from cache_seqlens, so a 32k-slot cache holding 100 tokens costs 100
-// tokens, and the launch depends on no device value), and the CTAs share the items' parts
-// evenly: one CTA may take the end of one item and the start of the next.
+// tile, so each K/V byte is read once per group. Each item's visible keys are cut into
+// `splits` equal chunks on the device (from cache_seqlens, so a 32k-slot cache holding 100
+// tokens costs 100 tokens, and the launch depends on no device value).
 //
-// A CTA of four warps works on one piece (an item's run of parts) at a time; its warps take
-// interleaved 16-key tiles, each streaming them through a private cp.async ring (kStages deep)
-// with no block-wide barrier in the loop, and merge their softmax states through shared memory
-// at the end. An item in one piece is written by its CTA; an item in several gets a normalised
-// fp32 partial output and lse per piece in the workspace, and its last piece to finish (a
-// per-item counter) merges them: one launch per call.
+// A CTA of four warps owns one (item, split); its warps take interleaved 16-key tiles, each
+// streaming them through a private cp.async ring (kStages deep) with no block-wide barrier in
+// the loop, and merge their softmax states through shared memory at the end. With one split
+// the CTA writes the output; with several it writes a normalised fp32 partial output and its
+// lse to the workspace, and the item's last split to finish (a per-item counter) merges them:
+// one launch per call.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -93,8 +92,7 @@ struct RowMap {
   __device__ __forceinline__ int head(int hk, int r) const { return hk * group + r % group; }
 };
 
-// Partial results of an item's part s, fp32: out[s][row][d], then lse[s][row] (s < p.num_splits,
-// the most parts of any item), row = (b * seqlen_q + i) * heads_q + h.
+// Partial results of split s, fp32: out[s][row][d], then lse[s][row], row = (b * seqlen_q + i) * heads_q + h.
 __device__ __forceinline__ int64_t partial_row(const FwdParams& p, int b, int i, int h) {
   return (int64_t(b) * p.seqlen_q + i) * p.heads_q + h;
 }
@@ -124,7 +122,7 @@ __device__ __forceinline__ void merge_row(const FwdParams& p, const Sequence& se
   using Traits = DtypeTraits<T>;
   const int64_t rows = int64_t(p.batch) * p.seqlen_q * p.heads_q;
   const int64_t row = partial_row(p, b, i, h);
-  const float* split_lse = p.workspace + int64_t(p.num_splits) * rows * kHeadDim;
+  const float* split_lse = p.workspace + int64_t(splits) * rows * kHeadDim;
   float m = -INFINITY;
   for (int s = lane; s < splits; s += 32) m = fmaxf(m, __ldcg(split_lse + s * rows + row));
 #pragma unroll
@@ -166,21 +164,14 @@ __device__ __forceinline__ void merge_row(const FwdParams& p, const Sequence& se
   if (lane == 0) p.lse[seq.lse_offset + int64_t(h) * p.lse_head_stride + i] = wsum > 0.f ? m + __logf(wsum) : -INFINITY;
 }
 
-// The keys of an item are cut into `parts` equal 16-key-aligned parts; a CTA takes the run of
-// them [part_lo, part_hi) and is piece `piece` of the item's `pieces` (the CTAs that share it).
-struct KeyRun {
-  int part_lo, part_hi, parts;
-  int piece, pieces;
-};
-
-// Attends the packed query rows [row_block * kRows, +kRows) of (sequence b, K/V head hk) to its
-// keys of run.part_lo .. run.part_hi: with one piece it writes out and lse, else the normalised
-// partial result of its piece, and the item's last piece to finish merges them all. Run by the
-// whole CTA; also the decode path of the FA2 kernel's short sequences (fa2/fwd_kernel.cuh, one
-// piece).
+// Attends the packed query rows [row_block * kRows, +kRows) of (sequence b, K/V head hk) to
+// chunk `split` of `splits` of their keys: with one split it writes out and lse, else the
+// partial result of the split, and the last of the item's splits to finish merges them all.
+// Run by the whole CTA; also the decode path of the FA2 kernel's short sequences
+// (fa2/fwd_kernel.cuh, one split).
 template <typename T, typename S, KvMode kMode>
 __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& seq, unsigned char* smem_raw, int b,
-                                            int hk, int row_block, const KeyRun& run, bool evict_first) {
+                                            int hk, int row_block, int split, int splits, bool evict_first) {
   using Traits = DtypeTraits<T>;
   using Rows = typename S::Rows;
   constexpr int kD = S::kHeadDim, kStride = S::kStride, kMT = S::kMTiles;
@@ -197,21 +188,14 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
   const int r0 = row_block * S::kRows;  // first packed row of this item
   const int r_end = min(r0 + S::kRows, map.rows);
   const Mask mask(p, seq);
-  // Keys any row of the item may see, and this CTA's parts of them: part q starts at key_begin
-  // plus q / parts of the span, rounded down to 16 keys.
+  // Keys any row of the item may see, cut into equal 16-key-aligned chunks per split.
   const int tok_lo = map.token(r0), tok_hi = map.token(r_end - 1) + 1;
   const int key_begin = mask.key_begin(tok_lo);
   const int key_end = mask.key_end(tok_hi);
   const int span = max(key_end - key_begin, 0);
-  // float: exact enough (the parts only balance the work) and no 64-bit division; monotonic in
-  // q, and the CTAs on either side of a boundary compute the same value.
-  auto part_start = [&](int q) {
-    return q >= run.parts ? key_begin + span
-                          : key_begin + int(float(q) * float(span) / float(run.parts)) / kKeys * kKeys;
-  };
-  const int k_lo = part_start(run.part_lo);
-  const int k_hi = part_start(run.part_hi);
-  const int split = run.piece, splits = run.pieces;
+  const int chunk = ((span + splits - 1) / splits + kKeys - 1) / kKeys * kKeys;
+  const int k_lo = key_begin + split * chunk;
+  const int k_hi = min(k_lo + chunk, key_end);
 
   // Q rows of the item (zero-filled padding rows).
   {
@@ -419,7 +403,7 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
   cp_async_wait<0>();
 
   const int64_t rows_total = int64_t(p.batch) * p.seqlen_q * p.heads_q;
-  float* split_lse = p.workspace + int64_t(p.num_splits) * rows_total * kD;
+  float* split_lse = p.workspace + int64_t(splits) * rows_total * kD;
 
   __syncthreads();  // every warp is done with the ring: reuse it for the merge
 
@@ -512,27 +496,14 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
   }
 }
 
-// gridDim.x CTAs share `items` items evenly: each item is cut into gridDim.x parts and CTA c
-// takes the parts [c * items, (c + 1) * items) of all items' parts laid end to end -- whole
-// items (or one item's equal splits) when gridDim.x is a multiple of the items, else runs that
-// cross item boundaries (launch.cuh's plan says when).
 template <typename T, typename S, KvMode kMode>
-__global__ void __launch_bounds__(S::kThreads, S::kCtasPerSm) split_kv_kernel(const __grid_constant__ FwdParams p, int row_blocks, int items, bool evict_first) {
+__global__ void __launch_bounds__(S::kThreads, S::kCtasPerSm) split_kv_kernel(const __grid_constant__ FwdParams p, int row_blocks, bool evict_first) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  // Only the item index and the last one live across the items (the rest is recomputed).
-  const int first_item = int(int64_t(blockIdx.x) * items / gridDim.x);
-  const int last_item = int((int64_t(blockIdx.x + 1) * items - 1) / gridDim.x);
-  for (int item = first_item; item <= last_item; ++item) {
-    const int64_t ctas = gridDim.x, lo = int64_t(blockIdx.x) * items, hi = lo + items;  // this CTA's parts
-    const int64_t item_lo = int64_t(item) * ctas;
-    const int first = int(item_lo / items), last = int((item_lo + ctas - 1) / items);  // the item's CTAs
-    const KeyRun run{int(max(lo, item_lo) - item_lo), int(min(hi, item_lo + ctas) - item_lo), int(ctas),
-                     int(blockIdx.x) - first, last - first + 1};
-    const int bhk = item / row_blocks;
-    const int b = bhk / p.heads_k;
-    if (item > first_item) __syncthreads();  // the previous item's merge is done with shared memory
-    decode_item<T, S, kMode>(p, load_sequence(p, b), smem_raw, b, bhk % p.heads_k, item % row_blocks, run, evict_first);
-  }
+  const int item = int(blockIdx.x);
+  const int bhk = item / row_blocks;
+  const int b = bhk / p.heads_k;
+  decode_item<T, S, kMode>(p, load_sequence(p, b), smem_raw, b, bhk % p.heads_k, item % row_blocks, blockIdx.y,
+                           p.num_splits, evict_first);
 }
 
 }  // namespace torch_flashinfer::decode
