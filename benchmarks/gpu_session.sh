@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device call: install, build every kernel, run the GPU tests, then an optional step.
-#   bash benchmarks/gpu_session.sh [tests|alltests|hftests|tune|tune_split|tune_paged|ncu_short|ab_split|ab_paged|ab_bench|bench|decode|ncu|ncu_cmp|ncu_decode|llama|sanitize]...
+#   bash benchmarks/gpu_session.sh [tests|alltests|hftests|tune|tune_split|tune_paged|ncu_short|ncu_paged|ab_split|ab_paged|ab_bench|bench|decode|ncu|ncu_cmp|ncu_decode|llama|sanitize]...
 #   (env: SUITE, SCENARIOS, BENCH_ARGS, TUNE_DIMS, TUNE_ARGS, PAGES, PAGED_ARGS, LLAMA_ARGS, NCU_CAUSAL, NCU_SHAPES, AB_CSRC)
 # Logs and JSON land in $OUT (the device tool brings them back).
 set -uo pipefail
@@ -66,6 +66,24 @@ torch_flashinfer.flash_attn_func(q, k, v, causal=True)
 with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
     torch.nn.functional.scaled_dot_product_attention(*(x.transpose(1, 2) for x in (q, k, v)), is_causal=True)" \
            2>&1 | grep -vE "^==PROF==" > "$OUT/ncu_short.log"; tail -40 "$OUT/ncu_short.log" ;;
+    ncu_paged) ncu --clock-control none -k regex:split_kv -c 7 --section SpeedOfLight --section MemoryWorkloadAnalysis \
+           --section WarpStateStats --metrics lts__t_sectors_srcunit_tex_op_read.sum,lts__t_sector_op_read_hit_rate.pct,dram__bytes_read.sum,smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio,smsp__average_warps_issue_stalled_lg_throttle_per_issue_active.ratio \
+           python3 -c "
+import torch, torch_flashinfer  # decode b16 32/8 heads 8k keys: dense cache (plan: 1 split), then the same bytes
+# paged (256, 16; shuffled, then in memory order; plan: 2 splits), then dense at 2 splits and page 16 in order at 1
+b, hq, hk, s, d = 16, 32, 8, 8192, 128
+q = torch.randn(b, 1, hq, d, device='cuda', dtype=torch.float16)
+k, v = (torch.randn(b, s, hk, d, device='cuda', dtype=torch.float16) for _ in range(2))
+lens = torch.full((b,), s, dtype=torch.int32, device='cuda')
+torch_flashinfer.flash_attn_with_kvcache(q, k, v, cache_seqlens=lens, causal=True)
+for page, shuffled in ((256, True), (16, True), (256, False), (16, False)):
+    perm = torch.randperm(b * s // page, device='cuda') if shuffled else torch.arange(b * s // page, device='cuda')
+    kp, vp = (x.reshape(b * s // page, page, hk, d)[torch.argsort(perm)] for x in (k, v))
+    table = perm.reshape(b, s // page).to(torch.int32)
+    torch_flashinfer.flash_attn_with_kvcache(q, kp, vp, cache_seqlens=lens, block_table=table, causal=True)
+torch_flashinfer.flash_attn_with_kvcache(q, k, v, cache_seqlens=lens, causal=True, num_splits=2)
+torch_flashinfer.flash_attn_with_kvcache(q, kp, vp, cache_seqlens=lens, block_table=table, causal=True, num_splits=1)" \
+           2>&1 | grep -vE "^==PROF==" > "$OUT/ncu_paged.log"; grep -E "split_kv|Duration|DRAM Through|sectors|hit_rate|bytes_read|stalled|L2 Hit|Mem Busy|Max Bandwidth" "$OUT/ncu_paged.log" | head -60 ;;
     decode) for args in "--seqlen-k 8192 --host" "--seqlen-k 128 --heads-k 32 --host" "--seqlen-k 32768" "--batch 16" "--batch 128 --heads-k 32"; do
               python3 benchmarks/profile_decode.py $args; done 2>&1 | tee "$OUT/decode.log" ;;
     ncu_decode) ncu --clock-control none -k regex:split_kv -c 1 --section SpeedOfLight --section WarpStateStats \
