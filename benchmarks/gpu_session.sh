@@ -83,7 +83,7 @@ for page, shuffled in ((256, True), (16, True), (256, False), (16, False)):
     torch_flashinfer.flash_attn_with_kvcache(q, kp, vp, cache_seqlens=lens, block_table=table, causal=True)
 torch_flashinfer.flash_attn_with_kvcache(q, k, v, cache_seqlens=lens, causal=True, num_splits=2)
 torch_flashinfer.flash_attn_with_kvcache(q, kp, vp, cache_seqlens=lens, block_table=table, causal=True, num_splits=1)" \
-           2>&1 | grep -vE "^==PROF==" > "$OUT/ncu_paged.log"; grep -E "split_kv|Duration|DRAM Through|sectors|hit_rate|bytes_read|stalled|L2 Hit|Mem Busy|Max Bandwidth" "$OUT/ncu_paged.log" | head -60 ;;
+           2>&1 | grep -vE "^==PROF==" > "$OUT/ncu_paged.log"; grep -E "split_kv|Duration|DRAM Through|sectors|hit_rate|bytes_read|stalled|L2 Hit|Mem Busy|Max Bandwidth" "$OUT/ncu_paged.log" | head -100 ;;
     decode) for args in "--seqlen-k 8192 --host" "--seqlen-k 128 --heads-k 32 --host" "--seqlen-k 32768" "--batch 16" "--batch 128 --heads-k 32"; do
               python3 benchmarks/profile_decode.py $args; done 2>&1 | tee "$OUT/decode.log" ;;
     ncu_decode) ncu --clock-control none -k regex:split_kv -c 1 --section SpeedOfLight --section WarpStateStats \
