@@ -126,7 +126,9 @@ Plan make_plan(const FwdParams& p) {
     // 62.7 (8); page 256, b16 198.7 vs 197.8, b4 61.9 vs 60.8; batch 1 (16 vs 32 splits) within
     // 4 % either way (page 16: 8k keys 25.4 vs 25.6, 32k 65.1 vs 64.4; page 256: 24.9 vs 25.9,
     // 62.8 vs 62.6). Dense caches lose 2-4 % with the second slot (split_kv.json: b16 8k 199.9 vs
-    // 204.5 us, b1 8k 24.5 vs 25.4).
+    // 204.5 us, b1 8k 24.5 vs 25.4). That sweep predates the evenly spaced paged copies (69e9fbc):
+    // re-timed since, one split is as fast at b16-b64 (split_kv_paged_c1_ab.json: page 16 b16
+    // 195.4 vs 196.9 us, page 256 191.8 vs 194.2); b1 / b4 not re-timed, so the rule stays.
     const long long slots = (long long)p.num_sms * (p.kv_layout == KvLayout::kPaged ? kCtasPerSm : 1);
     const long long fill = plan.items > 0 ? slots / plan.items : 1;
     plan.splits = int(std::max(1LL, std::min<long long>({fill, kMaxSplits, p.seqlen_k / kMinSplitKeys})));
