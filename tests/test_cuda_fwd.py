@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import torch_flashinfer  # noqa: F401
+from torch_flashinfer import _kernels
 from conftest import FULL_GRID
 from oracle import Case, build
 
@@ -15,7 +16,12 @@ pytestmark = pytest.mark.gpu
 
 HEAD_DIMS = (32, 64, 96, 128, 160, 192, 224, 256)
 DTYPES = (torch.float16, torch.bfloat16)
-ALGOS = ("fa2", "fa1")  # every prefill kernel family runs the same grid
+ALGOS = ("fa2", "fa1", "fa3")  # every prefill kernel family runs the same grid (fa3: on Hopper GPUs)
+
+
+def skip_unless_runs(algo: str) -> None:
+    if algo in _kernels.HOPPER_FAMILIES and torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip(f"{algo} runs on Hopper GPUs (sm_90) only")
 
 
 def poison_allocator(nbytes: int) -> None:
@@ -26,6 +32,7 @@ def poison_allocator(nbytes: int) -> None:
 
 
 def check_case(case: Case, algo: str = "fa2", seed: int = 0, built=None):
+    skip_unless_runs(algo)
     built = built or build(case, device="cuda", seed=seed)
     poison_allocator(built.args["q"].numel() * 4)  # out, lse
     poison_allocator(64 << 20)  # the large pool: split-KV / fa1 workspaces up to 64 MB start as NaN too
@@ -175,39 +182,45 @@ def test_all_features_together(algo):
                     window=(200, -1), softcap=15.0, alibi="batch", page_size=16), algo=algo)
 
 
-def test_noncontiguous_transformers_layout():
+@pytest.mark.parametrize("algo", ["fa2", "fa3"])
+def test_noncontiguous_transformers_layout(algo):
     # transformers keeps (b, h, s, d) tensors: the op takes their (b, s, h, d) transposes as they are
+    skip_unless_runs(algo)
     b, h, hk, s, d = 2, 8, 2, 333, 128
     q = torch.randn(b, h, 40, d, device="cuda", dtype=torch.float16).transpose(1, 2)
     k_full = torch.randn(b, hk, 512, d, device="cuda", dtype=torch.float16)
     v_full = torch.randn(b, hk, 512, d, device="cuda", dtype=torch.float16)
     k, v = k_full[:, :, :s].transpose(1, 2), v_full[:, :, :s].transpose(1, 2)
-    out, lse = torch.ops.flashinfer.fwd(q, k, v, causal=True)
-    ref, ref_lse = torch.ops.flashinfer.fwd(q.contiguous(), k.contiguous(), v.contiguous(), causal=True)
+    out, lse = torch.ops.flashinfer.fwd(q, k, v, causal=True, algo=algo)
+    ref, ref_lse = torch.ops.flashinfer.fwd(q.contiguous(), k.contiguous(), v.contiguous(), causal=True, algo=algo)
     torch.testing.assert_close(out, ref, atol=0, rtol=0)
     torch.testing.assert_close(lse, ref_lse, atol=0, rtol=0)
 
 
-def test_large_grid():
+@pytest.mark.parametrize("algo", ["fa2", "fa3"])
+def test_large_grid(algo):
     # batch x heads x query tiles above 65535 (the limit of a grid's y/z dims)
+    skip_unless_runs(algo)
     b, h, d = 2100, 32, 64
     q = torch.randn(b, 1, h, d, device="cuda", dtype=torch.float16)
     k = torch.randn(b, 9, h, d, device="cuda", dtype=torch.float16)
     v = torch.randn(b, 9, h, d, device="cuda", dtype=torch.float16)
-    out, _ = torch.ops.flashinfer.fwd(q, k, v)
+    out, _ = torch.ops.flashinfer.fwd(q, k, v, algo=algo)
     ref = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2).float(), k.transpose(1, 2).float(),
                                                            v.transpose(1, 2).float()).transpose(1, 2)
     assert (out.float() - ref).abs().max().item() < 2e-3
 
 
 @pytest.mark.parametrize("causal", [False, True])
-def test_seqlen_32k(causal):
+@pytest.mark.parametrize("algo", ["fa2", "fa3"])
+def test_seqlen_32k(causal, algo):
+    skip_unless_runs(algo)
     b, h, hk, s, d = 1, 4, 2, 32768, 128
     gen = torch.Generator(device="cuda").manual_seed(0)
     q = torch.randn(b, s, h, d, device="cuda", dtype=torch.float16, generator=gen)
     k = torch.randn(b, s, hk, d, device="cuda", dtype=torch.float16, generator=gen)
     v = torch.randn(b, s, hk, d, device="cuda", dtype=torch.float16, generator=gen)
-    out, lse = torch.ops.flashinfer.fwd(q, k, v, causal=causal)
+    out, lse = torch.ops.flashinfer.fwd(q, k, v, causal=causal, algo=algo)
     # oracle: the (CPU-validated) reference in fp32 on the GPU, for the first and last rows
     rows = torch.cat([torch.arange(0, 256), torch.arange(s - 256, s)]).cuda()
     ref_out, ref_lse = torch_flashinfer.reference_attention(q.float(), k.float(), v.float(), causal=causal)
@@ -216,10 +229,12 @@ def test_seqlen_32k(causal):
     assert (lse[:, :, rows] - ref_lse[:, :, rows]).abs().max().item() < 2e-3
 
 
-def test_cuda_graph_capture_and_replay():
+@pytest.mark.parametrize("algo", ["fa2", "fa3"])
+def test_cuda_graph_capture_and_replay(algo):
+    skip_unless_runs(algo)
     case = Case("varlen_paged", [1, 17, 1], [100, 40, 300], 8, 2, 128, torch.float16, causal=True, page_size=16)
     built = build(case, device="cuda")
-    args = dict(built.args)
+    args = dict(built.args, algo=algo)
     static_q = args.pop("q")
     torch.ops.flashinfer.fwd(static_q, **args)  # build + load outside the capture
     graph = torch.cuda.CUDAGraph()
@@ -235,6 +250,41 @@ def test_cuda_graph_capture_and_replay():
         torch.cuda.synchronize()
         for (o, _), (eo, _) in zip(fresh.split(out, lse), fresh.expected()):
             assert (o.double().cpu() - eo).abs().max().item() < 4e-3
+
+
+# fa3's key tiles are 128 (head_dim <= 160), 96 (192, 224) or 80 (256) keys: lengths on both sides
+# of their multiples, through TMA (whole tiles of a contiguous cache, or of a page that is a multiple
+# of the tile: 384 for 128 and 96, 480 for 96 and 80) and cp.async (partial tiles, page 16, left
+# padding of a paged cache); query tiles whole and partial (130 queries: a second tile of 2 rows).
+FA3_KEYS = [
+    ("dense", [130] * 2, [385] * 2, None, False),
+    ("dense", [70] * 2, [96] * 2, None, False),
+    ("varlen", [70, 130, 1, 0, 200, 5], [80, 129, 385, 0, 96, 1], None, False),
+    ("cache", [130] * 5, [1, 80, 128, 257, 385], None, False),
+    ("cache", [3] * 4, [96, 129, 17, 240], None, True),
+    ("paged", [70] * 5, [128, 129, 385, 240, 17], 16, False),
+    ("paged", [70] * 3, [385, 384, 97], 384, False),
+    ("paged", [70] * 3, [481, 80, 160], 480, False),
+    ("varlen_paged", [1, 130, 70], [300, 129, 96], 384, False),
+]
+
+
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+@pytest.mark.parametrize("layout,seqlens_q,seqlens_k,page,leftpad", FA3_KEYS,
+                         ids=[f"{c[0]}{c[2][0]}p{c[3]}{'lp' if c[4] else ''}" for c in FA3_KEYS])
+@pytest.mark.parametrize("causal", [False, True])
+def test_fa3_key_tiles(head_dim, layout, seqlens_q, seqlens_k, page, leftpad, causal):
+    extra = dict(page_size=page) if page else {}
+    check_case(Case(layout, seqlens_q, seqlens_k, 4, 2, head_dim, torch.float16, causal=causal, leftpad=leftpad,
+                    **extra), algo="fa3", seed=head_dim)
+
+
+def test_fa3_refused_off_hopper():
+    if torch.cuda.get_device_capability() == (9, 0):
+        pytest.skip("a Hopper GPU runs fa3")
+    built = build(Case("dense", [3], [3], 2, 2, 64, torch.float16), device="cuda")
+    with pytest.raises(NotImplementedError, match="runs on Hopper GPUs"):
+        torch.ops.flashinfer.fwd(**built.args, algo="fa3")
 
 
 def test_append_kv_cuda_matches_cpu():

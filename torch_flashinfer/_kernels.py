@@ -21,7 +21,8 @@ from ._validation import FwdLayout
 
 Tensor = torch.Tensor
 
-FAMILIES = ("fa1", "fa2", "split_kv")  # kernel families built so far; "auto" picks among them
+FAMILIES = ("fa1", "fa2", "fa3", "split_kv")  # kernel families built so far; "auto" picks among them
+HOPPER_FAMILIES = ("fa3",)  # sm_90 only (wgmma, TMA); their libraries build for other archs as stubs
 DECODE_MAX_SEQLEN_Q = 8  # "auto" sends dense q with at most this many tokens to split_kv
 _DTYPE_TAGS = {torch.float16: "fp16", torch.bfloat16: "bf16"}
 COMMON = KernelLibrary("common", ("kernels/append_kv.cu",))
@@ -59,6 +60,8 @@ def resolve_algo(algo: str, layout: FwdLayout, seqlen_q: int) -> str:
     else (prefill, packed hybrid batches) goes to fa2. fa1 (FlashAttention-1's loop order, kept
     to reproduce the seed study) is never chosen: on the H100 it is slower than fa2 on every
     row of the seed suite and than split_kv on every decode row (benchmarks/results/h100/seed.json).
+    fa3 (Hopper: TMA, wgmma, warp-specialised) is not chosen until a GPU run has measured it
+    against fa2 (README Limitations).
     """
     if algo == "auto":
         return "split_kv" if not layout.varlen_q and seqlen_q <= DECODE_MAX_SEQLEN_Q else "fa2"
@@ -133,6 +136,10 @@ def plan_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, ca
                                    window_right, softcap, num_splits, algo)
     seqlen_q = max_seqlen_q if layout.varlen_q else q.shape[1]
     family = resolve_algo(algo, layout, seqlen_q)
+    if family in HOPPER_FAMILIES and torch.cuda.get_device_capability(q.device) != (9, 0):
+        major, minor = torch.cuda.get_device_capability(q.device)
+        raise NotImplementedError(f"flashinfer.fwd: algo {family!r} runs on Hopper GPUs (sm_90) only; "
+                                  f"{q.device} is sm_{major}{minor}")
     kernel, workspace, counters = _fwd_entry(family, q.dtype, layout.head_dim, q.device)
     if layout.kv_layout == "varlen":
         seqlen_k = max_seqlen_k

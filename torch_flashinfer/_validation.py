@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 
 HEAD_DIMS = (32, 64, 96, 128, 160, 192, 224, 256)
-ALGOS = ("auto", "fa1", "fa2", "split_kv")
+ALGOS = ("auto", "fa1", "fa2", "fa3", "split_kv")
 GPU_DTYPES = (torch.float16, torch.bfloat16)
 CPU_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 

@@ -1,7 +1,7 @@
 """flash-attn compatible entry points over ``torch.ops.flashinfer``.
 
 Argument names and meanings follow the ``flash_attn`` package's forward functions where they
-overlap; ``algo=`` picks the kernel family (``"auto"``, ``"fa1"``, ``"fa2"``, ...). Inference only:
+overlap; ``algo=`` picks the kernel family (``"auto"``, ``"fa1"``, ``"fa2"``, ``"fa3"``, ...). Inference only:
 ``dropout_p`` must be 0 and nothing here records autograd history.
 """
 

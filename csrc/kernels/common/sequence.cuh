@@ -16,6 +16,7 @@ struct Sequence {
   int seqlen_q;
   int seqlen_k;       // valid keys, after left padding
   int key_start;      // cache row of key 0 (left padding)
+  int k_row0;         // row of key 0 along k's row dim: dense key_start, packed cu_seqlens_k[b] (TMA coordinates)
   int64_t q_row0;     // index of query row 0 among all query rows (packed: cu_seqlens_q[b])
   int64_t q_offset;   // element offset of (row 0, head 0) in q
   int64_t o_offset;   // ... in out
@@ -46,11 +47,13 @@ __device__ __forceinline__ Sequence load_sequence(const FwdParams& p, int b) {
   if (p.kv_layout == KvLayout::kVarlen) {
     const int start = clamp_index(p.cu_seqlens_k[b], 0, p.total_k);
     s.seqlen_k = clamp_index(p.cu_seqlens_k[b + 1], start, p.total_k) - start;
+    s.k_row0 = start;
     s.k_offset = int64_t(start) * p.k_row_stride;
     s.v_offset = int64_t(start) * p.v_row_stride;
   } else {
     const int end = p.cache_seqlens != nullptr ? clamp_index(p.cache_seqlens[b], s.key_start, p.seqlen_k) : p.seqlen_k;
     s.seqlen_k = end - s.key_start;
+    s.k_row0 = s.key_start;
     s.k_offset = int64_t(b) * p.k_batch_stride + int64_t(s.key_start) * p.k_row_stride;
     s.v_offset = int64_t(b) * p.v_batch_stride + int64_t(s.key_start) * p.v_row_stride;
   }

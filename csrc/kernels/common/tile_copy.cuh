@@ -123,9 +123,10 @@ __device__ __forceinline__ void copy_rows(const T* src, int64_t row_stride, int 
 }
 
 // Keys and values [n0, n0 + kRows) of one K/V head, addressed as kMode says (kK / kV: which of
-// the two this call copies).
+// the two this call copies). kRolled: one chunk per loop iteration instead of the loop unrolled
+// (for a copy warpgroup with few registers).
 template <int kRows, int kThreads, int kHeadDim, KvMode kMode, bool kK = true, bool kV = true,
-          typename Layout = PaddedRows<kHeadDim>, typename T>
+          typename Layout = PaddedRows<kHeadDim>, bool kRolled = false, typename T>
 __device__ __forceinline__ void load_kv_tile(const FwdParams& p, const Sequence& seq, int b, const T* k_head,
                                              const T* v_head, int n0, T* sK, T* sV, int tid, L2Hint policy) {
   using Map = ChunkMap<kThreads, kHeadDim>;
@@ -151,8 +152,7 @@ __device__ __forceinline__ void load_kv_tile(const FwdParams& p, const Sequence&
     int unused;
     paged_position(p, seq, b, n0, tile_block, unused);
   }
-#pragma unroll
-  for (int i = 0; i < kRows * Map::kChunksPerRow / kThreads; ++i) {
+  auto copy_chunk = [&](int i) {
     const int r = Map::row(tid, i), col = Map::col(tid, i);
     const int j = n0 + r;
     bool valid = full || j < seq.seqlen_k;
@@ -180,6 +180,14 @@ __device__ __forceinline__ void load_kv_tile(const FwdParams& p, const Sequence&
       cp_async_16<kTileCopyPrefetch>(smem_addr(sV + Layout::offset(r, col / 8)), v_head + (valid ? v_off + col : 0),
                                      valid, policy);
     }
+  };
+  constexpr int kChunks = kRows * Map::kChunksPerRow / kThreads;
+  if constexpr (kRolled) {
+#pragma unroll 1
+    for (int i = 0; i < kChunks; ++i) copy_chunk(i);
+  } else {
+#pragma unroll
+    for (int i = 0; i < kChunks; ++i) copy_chunk(i);
   }
 }
 

@@ -1,0 +1,310 @@
+// FlashAttention-3 style forward for Hopper (sm_90a): one CTA per (128-query tile, head,
+// sequence), warp-specialised. Warpgroup 0 copies: the Q tile and the K/V tiles by TMA into a
+// two-stage ring of shared-memory buffers, each tracked by a "full" mbarrier (bytes landed) and an
+// "empty" one (every math warp done reading). Warpgroups 1 and 2 compute, each on 64 query rows:
+// S = Q K^T and O += P V with wgmma (Q, K and V read from shared memory, P from registers),
+// and between them the online softmax of the FA2 kernel in fp32 registers.
+//
+// Tiles are stored as TMA's 128- or 64-byte swizzle writes them (TileRows), which is the layout
+// wgmma's descriptors read. Tiles TMA cannot copy as one box -- a sequence's last, partial key
+// tile (zero-filled past its keys, so stale cache rows never reach P V), and every tile of a
+// paged cache whose page is not a multiple of the key tile -- are copied by the whole copy
+// warpgroup with cp.async into the same layout (tile_copy.cuh load_kv_tile).
+#pragma once
+
+#include <cuda.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "common/online_softmax.cuh"
+#include "common/ptx.cuh"
+#include "common/sequence.cuh"
+#include "common/sm90.cuh"
+#include "common/tile_copy.cuh"
+#include "fa3/wgmma.cuh"
+#include "torch_flashinfer/params.h"
+
+namespace torch_flashinfer::fa3 {
+
+// A tile of kRows rows of kHeadDim 2-byte elements in shared memory: the head dims in column
+// blocks of one swizzle row each (128 bytes where head_dim is a multiple of 64, else 64), a block
+// being kRows rows; 16-byte chunk c of row r sits at chunk c ^ (r % 8) (128-byte swizzle) or
+// c ^ ((r / 2) % 4) (64-byte) of its row: the XOR of address bits [4, 7) with bits [7, 10) (64-byte:
+// [4, 6) with [7, 9)) that TMA applies on the way in and wgmma undoes on the way out. Blocks start
+// on multiples of 8 rows from a 1024-byte boundary, where the pattern repeats.
+template <int kHeadDim, int kRows>
+struct TileRows {
+  static constexpr int kSwizzleBytes = kHeadDim % 64 == 0 ? 128 : 64;
+  static constexpr int kBlockCols = kSwizzleBytes / 2;  // head dims per column block
+  static constexpr int kColBlocks = kHeadDim / kBlockCols;
+  static constexpr int kBlockBytes = kRows * kSwizzleBytes;
+  static_assert(kHeadDim % kBlockCols == 0 && kRows % 8 == 0, "whole swizzle atoms (8 rows)");
+  // Offset in elements of chunk `chunk` (8 head dims) of row `row`.
+  static __device__ __forceinline__ int offset(int row, int chunk) {
+    constexpr int kChunks = kSwizzleBytes / 16;
+    const int flip = kSwizzleBytes == 128 ? row % 8 : (row / 2) % 4;
+    return ((chunk / kChunks) * kBlockBytes + row * kSwizzleBytes + ((chunk % kChunks) ^ flip) * 16) / 2;
+  }
+  // wgmma descriptors. K-major (rows x head dims, a 16-dim k-step): 8-row groups kSwizzleBytes * 8
+  // apart, the leading offset unused (1). MN-major (V's rows as K = keys, N = head dims): column
+  // blocks kBlockBytes apart, 8-key groups kSwizzleBytes * 8 apart.
+  static __device__ __forceinline__ uint64_t k_major(uint32_t tile, int row0, int k_step) {
+    const int col = k_step * 16;
+    return sm90::smem_descriptor(tile + (col / kBlockCols) * kBlockBytes + row0 * kSwizzleBytes + (col % kBlockCols) * 2,
+                                 16, 8 * kSwizzleBytes, kSwizzleBytes);
+  }
+  static __device__ __forceinline__ uint64_t mn_major(uint32_t tile, int k_step) {
+    return sm90::smem_descriptor(tile + k_step * 16 * kSwizzleBytes, kBlockBytes, 8 * kSwizzleBytes, kSwizzleBytes);
+  }
+};
+
+// The TMA maps of q, k and v for one call (launch.cuh encodes them; k and v are unused with
+// paged caches copied row by row). Dims, innermost first: (head_dim, rows, heads, batch); packed
+// q/k have batch 1, paged k/v are (head_dim, page rows, heads, blocks).
+struct TmaMaps {
+  CUtensorMap q, k, v;
+};
+
+template <int kHeadDim_, int kBlockN_>
+struct Shape {
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr int kBlockM = 128;  // queries per CTA: 64 per math warpgroup
+  static constexpr int kBlockN = kBlockN_;
+  static constexpr int kMathWarpgroups = 2;
+  static constexpr int kThreads = 128 * (1 + kMathWarpgroups);
+  static constexpr int kMathWarps = 4 * kMathWarpgroups;
+  static constexpr int kStages = 2;
+  using QRows = TileRows<kHeadDim, kBlockM>;
+  using KvRows = TileRows<kHeadDim, kBlockN>;
+  static constexpr int kQBytes = kBlockM * kHeadDim * 2;
+  static constexpr int kKvBytes = kBlockN * kHeadDim * 2;
+  static constexpr int kBarriers = 1 + 4 * kStages;  // Q full; K full, V full, K empty, V empty per stage
+  // 1 KB of slack to align the tiles to 1024 bytes.
+  static constexpr int kSmemBytes = 1024 + kQBytes + 2 * kStages * kKvBytes + 8 * kBarriers;
+  // Registers per thread after the hand-over: 128 x 40 + 256 x 232 <= 64 K (the copy
+  // warpgroup copies tiles TMA cannot with a rolled cp.async loop, which needs no more).
+#ifndef TFI_FA3_COPY_REGS
+#define TFI_FA3_COPY_REGS 40
+#endif
+  static constexpr int kCopyRegs = TFI_FA3_COPY_REGS;
+  static constexpr int kMathRegs = (65536 / 128 - kCopyRegs) / 2 / 8 * 8;
+  static_assert(kBlockN % 16 == 0 && kHeadDim % 32 == 0, "wgmma steps of 16 keys, swizzle rows of 32 dims");
+  static_assert(kSmemBytes <= 227 * 1024, "one CTA per SM");
+};
+
+template <typename T, typename Shape, KvMode kMode>
+__global__ void __launch_bounds__(Shape::kThreads, 1)
+    fwd_kernel(const __grid_constant__ FwdParams p, const __grid_constant__ TmaMaps maps, int num_m_blocks) {
+#if TFI_SM90_ENABLED
+  constexpr int kM = Shape::kBlockM, kN = Shape::kBlockN, kD = Shape::kHeadDim, kStages = Shape::kStages;
+  using QRows = typename Shape::QRows;
+  using KvRows = typename Shape::KvRows;
+
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  unsigned char* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+  T* sQ = reinterpret_cast<T*>(smem);
+  T* sK = sQ + kM * kD;
+  T* sV = sK + kStages * kN * kD;
+  const uint32_t bars = smem_addr(sV + kStages * kN * kD);
+  const uint32_t q_full = bars;
+  auto k_full = [&](int stage) { return bars + 8 * (1 + stage); };
+  auto v_full = [&](int stage) { return bars + 8 * (1 + kStages + stage); };
+  auto k_empty = [&](int stage) { return bars + 8 * (1 + 2 * kStages + stage); };
+  auto v_empty = [&](int stage) { return bars + 8 * (1 + 3 * kStages + stage); };
+
+  const int tid = threadIdx.x;
+  const int bh = blockIdx.x / num_m_blocks;
+  // Within a head, the last (for causal: heaviest) query tiles start first.
+  const int m_block = num_m_blocks - 1 - int(blockIdx.x % num_m_blocks);
+  const int b = bh / p.heads_q, h = bh % p.heads_q;
+  const int hk = h / (p.heads_q / p.heads_k);
+
+  const Sequence seq = load_sequence(p, b);
+  const int m0 = m_block * kM;
+  if (m0 >= seq.seqlen_q) return;
+  const int m_end = min(m0 + kM, seq.seqlen_q);
+  const Mask mask(p, seq);
+  const int key_begin = mask.key_begin(m0), key_end = mask.key_end(m_end);
+  const int first_tile = key_begin / kN;
+  const int last_tile = key_end > key_begin ? (key_end - 1) / kN : first_tile - 1;
+
+  if (tid == 0) {
+    sm90::mbarrier_init(q_full, 1);
+    for (int s = 0; s < kStages; ++s) {
+      sm90::mbarrier_init(k_full(s), 1);
+      sm90::mbarrier_init(v_full(s), 1);
+      sm90::mbarrier_init(k_empty(s), Shape::kMathWarps);
+      sm90::mbarrier_init(v_empty(s), Shape::kMathWarps);
+    }
+    sm90::mbarrier_init_fence();
+  }
+  __syncthreads();
+
+  const bool packed_q = p.cu_seqlens_q != nullptr;
+  if (tid < 128) {
+    // ---- copy warpgroup ----
+    sm90::setmaxnreg_dec<Shape::kCopyRegs>();
+    if (tid == 0) {
+      sm90::mbarrier_arrive_expect_tx(q_full, Shape::kQBytes);
+#pragma unroll
+      for (int cb = 0; cb < QRows::kColBlocks; ++cb) {
+        sm90::tma_load_4d(smem_addr(sQ) + cb * QRows::kBlockBytes, &maps.q, q_full, cb * QRows::kBlockCols,
+                          packed_q ? int(seq.q_row0) + m0 : m0, h, packed_q ? 0 : b);
+      }
+    }
+    const T* k_head = static_cast<const T*>(p.k) + int64_t(hk) * p.k_head_stride;
+    const T* v_head = static_cast<const T*>(p.v) + int64_t(hk) * p.v_head_stride;
+    const bool packed_k = p.kv_layout == KvLayout::kVarlen;
+    const L2Hint no_hint{false, 0};
+    for (int tile = last_tile, it = 0; tile >= first_tile; --tile, ++it) {
+      const int stage = it % kStages;
+      const uint32_t parity = ((it / kStages) & 1) ^ 1;
+      const int n0 = tile * kN;
+      // One box per tile and column block: a whole tile of a contiguous cache, or of one valid page.
+      bool tma = kMode != KvMode::kPagedRow && n0 + kN <= seq.seqlen_k;
+      int row = seq.k_row0 + n0, batch = packed_k ? 0 : b;
+      if constexpr (kMode == KvMode::kPagedTile) {
+        paged_position(p, seq, b, n0, batch, row);
+        tma = tma && batch >= 0;
+      }
+      auto copy = [&](auto is_k) {
+        constexpr bool kK = decltype(is_k)::value;
+        T* dst = (kK ? sK : sV) + stage * kN * kD;
+        const uint32_t full = kK ? k_full(stage) : v_full(stage);
+        sm90::mbarrier_wait(kK ? k_empty(stage) : v_empty(stage), parity);
+        if (tma) {
+          if (tid == 0) {
+            sm90::mbarrier_arrive_expect_tx(full, Shape::kKvBytes);
+#pragma unroll
+            for (int cb = 0; cb < KvRows::kColBlocks; ++cb) {
+              sm90::tma_load_4d(smem_addr(dst) + cb * KvRows::kBlockBytes, kK ? &maps.k : &maps.v, full,
+                                cb * KvRows::kBlockCols, row, hk, batch);
+            }
+          }
+        } else {
+          load_kv_tile<kN, 128, kD, kMode, kK, !kK, KvRows, true>(p, seq, b, k_head, v_head, n0, dst, dst, tid, no_hint);
+          cp_async_commit();
+          cp_async_wait<0>();
+          sm90::fence_proxy_async();  // the cp.async writes, before wgmma reads them
+          sm90::named_barrier_sync(1, 128);
+          if (tid == 0) sm90::mbarrier_arrive(full);
+        }
+      };
+      copy(std::true_type{});
+      copy(std::false_type{});
+    }
+    return;
+  }
+
+  // ---- math warpgroups ----
+  sm90::setmaxnreg_inc<Shape::kMathRegs>();
+  constexpr int kNT = kN / 8, kDT = kD / 8;
+  const int wg = tid / 128 - 1, lane = tid % 32, g = lane / 4, t4 = lane % 4;
+  const int warp_row0 = wg * 64 + (tid % 128) / 32 * 16;  // first row (within the tile) of this warp
+  const uint32_t q_tile = smem_addr(sQ), k_tiles = smem_addr(sK), v_tiles = smem_addr(sV);
+
+  const ScoreMod mod(p);
+  const float slope = mod.slope(p, b, h);
+  float o[kD / 2];
+#pragma unroll
+  for (int i = 0; i < kD / 2; ++i) o[i] = 0.f;
+  // The wgmma accumulators are the mma.m16n8 layout of FA2's score and output tiles (one m-tile).
+  auto& o_tiles = *reinterpret_cast<float(*)[1][kDT][4]>(&o);
+  OnlineSoftmax<T, 1, kNT> softmax;
+  softmax.init();
+
+  sm90::mbarrier_wait(q_full, 0);
+  for (int tile = last_tile, it = 0; tile >= first_tile; --tile, ++it) {
+    const int stage = it % kStages;
+    const uint32_t parity = (it / kStages) & 1;
+    const int n0 = tile * kN;
+
+    // S = Q K^T
+    float s[kN / 2];
+    sm90::mbarrier_wait(k_full(stage), parity);
+    sm90::wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < kD / 16; ++ks) {
+      WgmmaSS<T, kN>::run(s, QRows::k_major(q_tile, wg * 64, ks),
+                          KvRows::k_major(k_tiles + stage * Shape::kKvBytes, 0, ks), ks > 0);
+    }
+    sm90::wgmma_commit();
+    sm90::wgmma_wait<0>();
+    sm90::fence_registers(s);
+    __syncwarp();
+    if (lane == 0) sm90::mbarrier_arrive(k_empty(stage));
+
+    // softcap, ALiBi, mask: each a separate pass behind a branch that is uniform over the CTA
+    auto& s_tiles = *reinterpret_cast<float(*)[1][kNT][4]>(&s);
+    auto for_each_score = [&](auto&& fn) {
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) fn(s_tiles[0][nt][e], m0 + warp_row0 + g + (e / 2) * 8, n0 + nt * 8 + 2 * t4 + (e % 2));
+    };
+    if (mod.has_softcap) for_each_score([&](float& x, int, int) { x = mod.softcapped(x); });
+    if (mod.has_alibi) for_each_score([&](float& x, int i, int j) { x -= slope * fabsf(float(i + mask.shift - j)); });
+    if (!mask.all_visible(m0, m_end, n0, n0 + kN)) {
+      for_each_score([&](float& x, int i, int j) {
+        if (!mask.visible(i, j)) x = -INFINITY;
+      });
+    }
+
+    uint32_t p_frag[1][kNT][2];
+    softmax.update(s_tiles, p_frag, o_tiles, mod.scale_log2);
+
+    // O += P V: the score accumulators of two 8-key tiles are the A fragment of one 16-key step
+    auto& p_regs = *reinterpret_cast<uint32_t(*)[kNT * 2]>(&p_frag);
+    sm90::mbarrier_wait(v_full(stage), parity);
+    sm90::fence_registers(o);
+    sm90::fence_registers(p_regs);
+    sm90::wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < kN / 16; ++ks) {
+      uint32_t a[4];
+      p_fragment(p_frag, 0, ks, a);
+      WgmmaRS<T, kD>::run(o, a, KvRows::mn_major(v_tiles + stage * Shape::kKvBytes, ks), 1);
+    }
+    sm90::wgmma_commit();
+    sm90::wgmma_wait<0>();
+    sm90::fence_registers(o);
+    sm90::fence_registers(p_regs);
+    __syncwarp();
+    if (lane == 0) sm90::mbarrier_arrive(v_empty(stage));
+  }
+
+  // Epilogue: normalise, write lse, stage O through this warpgroup's own Q rows (every warp of
+  // it is past its last wgmma, which read all of them) for 16-byte stores.
+  sm90::named_barrier_sync(2 + wg, 128);
+  float* lse_base = p.lse + seq.lse_offset + int64_t(h) * p.lse_head_stride;
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const float sum = softmax.total(0, half);
+    const float inv = sum > 0.f ? 1.f / sum : 0.f;
+    const int row = warp_row0 + g + half * 8;
+#pragma unroll
+    for (int dt = 0; dt < kDT; ++dt) {
+      *reinterpret_cast<uint32_t*>(sQ + QRows::offset(row, dt) + 2 * t4) =
+          DtypeTraits<T>::pack(o_tiles[0][dt][2 * half] * inv, o_tiles[0][dt][2 * half + 1] * inv);
+    }
+    if (t4 == 0 && m0 + row < seq.seqlen_q) {
+      lse_base[m0 + row] = sum > 0.f ? softmax.row_max[0][half] * mod.scale + __logf(sum) : -INFINITY;
+    }
+  }
+  __syncwarp();
+  T* o_base = static_cast<T*>(p.out) + seq.o_offset + int64_t(h) * p.o_head_stride;
+  constexpr int kChunksPerRow = kD / 8;
+#pragma unroll
+  for (int c = lane; c < 16 * kChunksPerRow; c += 32) {
+    const int row = warp_row0 + c / kChunksPerRow, chunk = c % kChunksPerRow;
+    if (m0 + row < seq.seqlen_q) {
+      *reinterpret_cast<uint4*>(o_base + int64_t(m0 + row) * p.o_row_stride + chunk * 8) =
+          *reinterpret_cast<const uint4*>(sQ + QRows::offset(row, chunk));
+    }
+  }
+#endif
+}
+
+}  // namespace torch_flashinfer::fa3
