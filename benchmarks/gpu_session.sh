@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call: install, build every kernel, run the GPU tests, then an optional step.
-#   bash benchmarks/gpu_session.sh [tests|alltests|hftests|tune|tune_split|tune_paged|ncu_short|ncu_paged|ab_split|ab_paged|ab_bench|bench|decode|ncu|ncu_cmp|ncu_decode|llama|sanitize]...
-#   (env: SUITE, SCENARIOS, BENCH_ARGS, TUNE_DIMS, TUNE_ARGS, PAGES, PAGED_ARGS, LLAMA_ARGS, NCU_CAUSAL, NCU_SHAPES, AB_CSRC)
+#   bash benchmarks/gpu_session.sh [fa3|tests|alltests|hftests|tune|tune_split|tune_paged|ncu_short|ncu_paged|ab_split|ab_paged|ab_bench|bench|decode|ncu|ncu_cmp|ncu_decode|llama|sanitize]...
+#   (env: SUITE, SCENARIOS, BENCH_ARGS, SANITIZE_ALGOS, TUNE_DIMS, TUNE_ARGS, PAGES, PAGED_ARGS, LLAMA_ARGS, NCU_CAUSAL, NCU_SHAPES, AB_CSRC)
 # Logs and JSON land in $OUT (the device tool brings them back).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 MAX_JOBS=16 TORCH_FLASHINFER_CACHE_DIR=/tmp/tfi_cache
@@ -12,6 +12,14 @@ python3 -m pip install -q --no-deps --no-build-isolation -e . > /tmp/install.log
 tail -3 "$OUT/build.log"
 for step in "$@"; do
   case $step in
+    fa3) timeout 120 python3 -c "
+import torch, torch_flashinfer  # one fa3 call against fa2 first: a hang or a fault shows here, in seconds
+q, k, v = (torch.randn(2, 300, 8, 128, device='cuda', dtype=torch.float16) for _ in range(3))
+for causal in (False, True):
+    a, b = (torch_flashinfer.flash_attn_func(q, k, v, causal=causal, algo=algo) for algo in ('fa3', 'fa2'))
+    print('fa3 smoke, causal', causal, 'max |fa3 - fa2|', (a.float() - b.float()).abs().max().item())" 2>&1 | tee "$OUT/fa3_smoke.log"
+         timeout 420 python3 -m pytest -q -n 8 --timeout 120 --maxfail 40 -k fa3 tests/test_cuda_fwd.py 2>&1 \
+           | tee "$OUT/fa3_tests.log" | tail -30 ;;
     tests) python3 -m pytest -q -n 8 tests/test_cuda_binding.py tests/test_cuda_decode.py tests/test_cuda_fwd.py 2>&1 | tee "$OUT/gpu_tests.log" | tail -25 ;;
     alltests) python3 -m pytest -q -n 8 tests 2>&1 | tee "$OUT/all_tests.log" | tail -25 ;;
     hftests) python3 -m pytest -q tests/test_transformers.py 2>&1 | tee "$OUT/hf_tests.log" | tail -25 ;;
@@ -95,7 +103,8 @@ torch_flashinfer.flash_attn_with_kvcache(q, kp, vp, cache_seqlens=lens, block_ta
                   python3 benchmarks/profile_decode.py --ncu; done 2>&1 | tee "$OUT/ncu_dram.log" | grep -vE "^==PROF==" | tail -60 ;;
     llama) python3 examples/llama_generate.py ${LLAMA_ARGS:-} 2>&1 | tee "$OUT/llama.log" | tail -15 ;;
     sanitize) for tool in memcheck racecheck synccheck; do
-                compute-sanitizer --tool $tool --error-exitcode 1 python3 benchmarks/sanitize_cases.py > "$OUT/sanitize_$tool.log" 2>&1
+                compute-sanitizer --tool $tool --error-exitcode 1 python3 benchmarks/sanitize_cases.py ${SANITIZE_ALGOS:-} \
+                  > "$OUT/sanitize_$tool.log" 2>&1
                 echo "compute-sanitizer $tool: rc=$? $(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$OUT/sanitize_$tool.log" | tail -1)"
               done ;;
   esac

@@ -1,6 +1,6 @@
 """A small grid of every kernel path, for compute-sanitizer (memcheck / racecheck / synccheck):
 
-    compute-sanitizer --tool memcheck python benchmarks/sanitize_cases.py
+    compute-sanitizer --tool memcheck python benchmarks/sanitize_cases.py [algo ...]
 
 Odd sizes, partial tiles, paged caches with page 1 and 16, left padding, varlen hybrid batches,
 split-KV with several splits, and the KV append; results are checked loosely against the reference
@@ -44,11 +44,19 @@ CASES = [
     (Case("dense", [33] * 40, [90] * 40, 8, 8, 64, torch.bfloat16), "fa2"),  # no decode path, 128-key tiles
     (Case("varlen", [1, 70, 0, 5], [130, 70, 3, 9], 8, 2, 128, torch.float16, causal=True, alibi="head"), "fa1"),
     (Case("paged", [9] * 2, [9, 200], 4, 1, 64, torch.bfloat16, causal=True, page_size=16, window=(50, 0)), "fa1"),
+    # fa3 (Hopper): TMA tiles and the cp.async fallback (partial tiles, page 16), 64- and 128-byte swizzle
+    (Case("dense", [130] * 2, [300] * 2, 4, 2, 128, torch.float16, causal=True), "fa3"),
+    (Case("varlen", [1, 70, 0, 129], [130, 70, 3, 385], 8, 2, 96, torch.bfloat16, alibi="batch"), "fa3"),
+    (Case("paged", [40] * 2, [300, 129], 4, 2, 256, torch.float16, causal=True, page_size=16), "fa3"),
+    (Case("paged", [70] * 2, [385, 200], 4, 1, 192, torch.float16, page_size=480, softcap=10.0), "fa3"),
+    (Case("cache", [3] * 3, [129, 17, 240], 8, 2, 64, torch.float16, causal=True, leftpad=True), "fa3"),
 ]
 
 
-def main():
+def main(algos):
     for case, algo in CASES:
+        if algos and algo not in algos:
+            continue
         built = build(case, device="cuda")
         out, lse = torch.ops.flashinfer.fwd(**built.args, algo=algo)
         torch.cuda.synchronize()
@@ -65,4 +73,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])  # optional: only the cases of these algos
