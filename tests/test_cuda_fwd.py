@@ -253,9 +253,11 @@ def test_cuda_graph_capture_and_replay(algo):
 
 
 # fa3's key tiles are 128 (head_dim <= 160), 96 (192, 224) or 80 (256) keys: lengths on both sides
-# of their multiples, through TMA (whole tiles of a contiguous cache, or of a page that is a multiple
-# of the tile: 384 for 128 and 96, 480 for 96 and 80) and cp.async (partial tiles, page 16, left
-# padding of a paged cache); query tiles whole and partial (130 queries: a second tile of 2 rows).
+# of their multiples, through TMA (whole tiles of a contiguous cache; of a page that is a multiple
+# of the tile: 384 for 128 and 96, 480 for 96 and 80; or one box per page where pages divide the
+# tile: 16 for all, 32 for 128 and 96, 40 for 80) and cp.async (partial tiles, pages that neither
+# divide nor are multiples of the tile); query tiles whole and partial (130 queries: a second tile
+# of 2 rows).
 FA3_KEYS = [
     ("dense", [130] * 2, [385] * 2, None, False),
     ("dense", [70] * 2, [96] * 2, None, False),
@@ -265,6 +267,8 @@ FA3_KEYS = [
     ("paged", [70] * 5, [128, 129, 385, 240, 17], 16, False),
     ("paged", [70] * 3, [385, 384, 97], 384, False),
     ("paged", [70] * 3, [481, 80, 160], 480, False),
+    ("paged", [70] * 3, [300, 96, 161], 32, False),
+    ("paged", [70] * 2, [400, 81], 40, False),
     ("varlen_paged", [1, 130, 70], [300, 129, 96], 384, False),
 ]
 

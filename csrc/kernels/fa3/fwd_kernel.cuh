@@ -6,10 +6,10 @@
 // and between them the online softmax of the FA2 kernel in fp32 registers.
 //
 // Tiles are stored as TMA's 128- or 64-byte swizzle writes them (TileRows), which is the layout
-// wgmma's descriptors read. Tiles TMA cannot copy as one box -- a sequence's last, partial key
+// wgmma's descriptors read. Tiles TMA cannot copy as whole boxes -- a sequence's last, partial key
 // tile (zero-filled past its keys, so stale cache rows never reach P V), and every tile of a
-// paged cache whose page is not a multiple of the key tile -- are copied by the whole copy
-// warpgroup with cp.async into the same layout (tile_copy.cuh load_kv_tile).
+// paged cache whose page neither holds nor divides the key tile (tma_pages_per_tile) -- are copied
+// by the whole copy warpgroup with cp.async into the same layout (tile_copy.cuh load_kv_tile).
 #pragma once
 
 #include <cuda.h>
@@ -66,6 +66,16 @@ struct TileRows {
 struct TmaMaps {
   CUtensorMap q, k, v;
 };
+
+// Paged caches copied row by row (kv_mode: the page is not a multiple of the key tile) whose pages
+// divide the tile and hold whole 8-row swizzle atoms: TMA boxes of one page each, this many per
+// tile (0: the copy warpgroup copies such tiles with cp.async). Left padding shifts rows off the
+// page boundaries.
+__host__ __device__ inline int tma_pages_per_tile(const FwdParams& p, int block_n) {
+  const bool boxes = kv_mode(p, block_n) == KvMode::kPagedRow && p.cache_leftpad == nullptr && p.page_size % 8 == 0 &&
+                     block_n % p.page_size == 0;
+  return boxes ? block_n / p.page_size : 0;
+}
 
 template <int kHeadDim_, int kBlockN_>
 struct Shape {
@@ -157,17 +167,26 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
     const T* k_head = static_cast<const T*>(p.k) + int64_t(hk) * p.k_head_stride;
     const T* v_head = static_cast<const T*>(p.v) + int64_t(hk) * p.v_head_stride;
     const bool packed_k = p.kv_layout == KvLayout::kVarlen;
+    const int pages_per_tile = tma_pages_per_tile(p, kN);
     const L2Hint no_hint{false, 0};
     for (int tile = last_tile, it = 0; tile >= first_tile; --tile, ++it) {
       const int stage = it % kStages;
       const uint32_t parity = ((it / kStages) & 1) ^ 1;
       const int n0 = tile * kN;
-      // One box per tile and column block: a whole tile of a contiguous cache, or of one valid page.
-      bool tma = kMode != KvMode::kPagedRow && n0 + kN <= seq.seqlen_k;
+      // TMA copies whole tiles: one box per column block of a contiguous cache or of a valid page
+      // that holds the tile, or one per page of the tile (lane i of each copy warp: page i) when
+      // the pages divide it. Anything else goes through cp.async.
+      bool tma = n0 + kN <= seq.seqlen_k;
       int row = seq.k_row0 + n0, batch = packed_k ? 0 : b;
       if constexpr (kMode == KvMode::kPagedTile) {
         paged_position(p, seq, b, n0, batch, row);
         tma = tma && batch >= 0;
+      } else if constexpr (kMode == KvMode::kPagedRow) {
+        batch = 0;
+        if (tma && pages_per_tile > 0 && tid % 32 < pages_per_tile) {
+          paged_position(p, seq, b, n0 + tid % 32 * p.page_size, batch, row);
+        }
+        tma = pages_per_tile > 0 && __all_sync(0xffffffffu, !tma || batch >= 0) && tma;
       }
       auto copy = [&](auto is_k) {
         constexpr bool kK = decltype(is_k)::value;
@@ -175,12 +194,15 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
         const uint32_t full = kK ? k_full(stage) : v_full(stage);
         sm90::mbarrier_wait(kK ? k_empty(stage) : v_empty(stage), parity);
         if (tma) {
-          if (tid == 0) {
-            sm90::mbarrier_arrive_expect_tx(full, Shape::kKvBytes);
+          if (tid == 0) sm90::mbarrier_arrive_expect_tx(full, Shape::kKvBytes);
+          __syncwarp();  // the bytes are expected before any box of them lands
+          const int boxes = kMode == KvMode::kPagedRow ? pages_per_tile : 1;
+          if (tid < boxes) {
+            const uint32_t box = smem_addr(dst) + tid * p.page_size * KvRows::kSwizzleBytes;
 #pragma unroll
             for (int cb = 0; cb < KvRows::kColBlocks; ++cb) {
-              sm90::tma_load_4d(smem_addr(dst) + cb * KvRows::kBlockBytes, kK ? &maps.k : &maps.v, full,
-                                cb * KvRows::kBlockCols, row, hk, batch);
+              sm90::tma_load_4d(box + cb * KvRows::kBlockBytes, kK ? &maps.k : &maps.v, full, cb * KvRows::kBlockCols,
+                                row, hk, batch);
             }
           }
         } else {

@@ -94,16 +94,19 @@ const char* run_fwd(const FwdParams& p, cudaStream_t stream) {
   const char* err = encode_map<T, kHeadDim>(&maps.q, p.q, packed_q ? p.total_q : p.seqlen_q, p.heads_q,
                                             packed_q ? 1 : p.batch, p.q_row_stride, p.q_head_stride,
                                             p.q_batch_stride, S::kBlockM);
-  if (err == nullptr && mode != KvMode::kPagedRow) {
-    // Paged: (head_dim, page rows, heads, blocks), the block stride in the batch stride's place.
+  const int pages_per_tile = tma_pages_per_tile(p, S::kBlockN);
+  if (err == nullptr && (mode != KvMode::kPagedRow || pages_per_tile > 0)) {
+    // Paged: (head_dim, page rows, heads, blocks), the block stride in the batch stride's place;
+    // boxes of a tile, or of a page where pages divide the tile.
     const bool paged = p.kv_layout == KvLayout::kPaged, packed = p.kv_layout == KvLayout::kVarlen;
     const int64_t rows = paged ? p.page_size : packed ? p.total_k : p.seqlen_k;
     const int64_t batch = paged ? p.num_blocks : packed ? 1 : p.batch;
+    const int box_rows = pages_per_tile > 0 ? p.page_size : S::kBlockN;
     err = encode_map<T, kHeadDim>(&maps.k, p.k, rows, p.heads_k, batch, p.k_row_stride, p.k_head_stride,
-                                  p.k_batch_stride, S::kBlockN);
+                                  p.k_batch_stride, box_rows);
     if (err == nullptr) {
       err = encode_map<T, kHeadDim>(&maps.v, p.v, rows, p.heads_k, batch, p.v_row_stride, p.v_head_stride,
-                                    p.v_batch_stride, S::kBlockN);
+                                    p.v_batch_stride, box_rows);
     }
   }
   if (err != nullptr) return err;
