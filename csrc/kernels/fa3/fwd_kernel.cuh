@@ -94,12 +94,10 @@ struct Shape {
   // 1 KB of slack to align the tiles to 1024 bytes.
   static constexpr int kSmemBytes = 1024 + kQBytes + 2 * kStages * kKvBytes + 8 * kBarriers;
   // Registers per thread after the hand-over: 128 x 40 + 256 x 232 <= 64 K (the copy
-  // warpgroup copies tiles TMA cannot with a rolled cp.async loop, which needs no more).
-#ifndef TFI_FA3_COPY_REGS
-#define TFI_FA3_COPY_REGS 40
-#endif
-  static constexpr int kCopyRegs = TFI_FA3_COPY_REGS;
-  static constexpr int kMathRegs = (65536 / 128 - kCopyRegs) / 2 / 8 * 8;
+  // warpgroup copies tiles TMA cannot with a rolled cp.async loop, which needs no more: no spills).
+  static constexpr int kCopyRegs = 40;
+  static constexpr int kMathRegs = (65536 / 128 - kCopyRegs) / kMathWarpgroups / 8 * 8;
+  static constexpr int kHandOverRegs = 128 * (kCopyRegs + kMathWarpgroups * kMathRegs);  // of the CTA
   static_assert(kBlockN % 16 == 0 && kHeadDim % 32 == 0, "wgmma steps of 16 keys, swizzle rows of 32 dims");
   static_assert(kSmemBytes <= 227 * 1024, "one CTA per SM");
 };
@@ -300,6 +298,7 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
   // Epilogue: normalise, write lse, stage O through this warpgroup's own Q rows (every warp of
   // it is past its last wgmma, which read all of them) for 16-byte stores.
   sm90::named_barrier_sync(2 + wg, 128);
+  sm90::fence_proxy_async();  // wgmma's (async-proxy) reads of those rows, before these plain writes
   float* lse_base = p.lse + seq.lse_offset + int64_t(h) * p.lse_head_stride;
 #pragma unroll
   for (int half = 0; half < 2; ++half) {

@@ -79,7 +79,15 @@ const char* run_fwd(const FwdParams& p, cudaStream_t stream) {
   static bool smem_set[64][3] = {};
   bool* set = device < 64 ? &smem_set[device][int(mode)] : nullptr;
   if (set == nullptr || !*set) {
-    const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, S::kSmemBytes);
+    // The warpgroups' setmaxnreg hand-over needs the CTA's whole register file at launch: with fewer
+    // registers per thread the math warpgroups would wait for registers that never come.
+    cudaFuncAttributes attr;
+    cudaError_t err = cudaFuncGetAttributes(&attr, kernel);
+    if (err != cudaSuccess) return cudaGetErrorString(err);
+    if (attr.numRegs * S::kThreads < S::kHandOverRegs) {
+      return "fa3: the kernel was built with too few registers per thread for its warpgroups' hand-over";
+    }
+    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, S::kSmemBytes);
     if (err != cudaSuccess) return cudaGetErrorString(err);
     if (set != nullptr) *set = true;
   }
