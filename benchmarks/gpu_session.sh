@@ -12,7 +12,9 @@ python3 -m pip install -q --no-deps --no-build-isolation -e . > /tmp/install.log
 tail -3 "$OUT/build.log"
 for step in "$@"; do
   case $step in
-    fa3) timeout 120 python3 -c "
+    fa3) nvcc -std=c++17 -O2 -gencode=arch=compute_90a,code=sm_90a -Icsrc/include -Icsrc/kernels benchmarks/fa3_probe.cu \
+           -o /tmp/fa3_probe && timeout 60 /tmp/fa3_probe 2>&1 | tee "$OUT/fa3_probe.log"  # TMA, layouts, wgmma alone
+         timeout 120 python3 -c "
 import torch, torch_flashinfer  # one fa3 call against fa2 first: a hang or a fault shows here, in seconds
 q, k, v = (torch.randn(2, 300, 8, 128, device='cuda', dtype=torch.float16) for _ in range(3))
 for causal in (False, True):
