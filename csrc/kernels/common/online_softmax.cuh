@@ -32,6 +32,17 @@ struct OnlineSoftmax {
   __device__ __forceinline__ void update(const float (&s)[kMT][kNT][4], uint32_t (&p)[kMT][kNT][2],
                                          float (&o)[kMT][kDT][4], float scale_log2) {
     float alpha[kMT][2];
+    if (__any_sync(0xffffffffu, exponentiate(s, alpha, scale_log2, p))) rescale(o, alpha);
+  }
+
+  // The steps of update, for a kernel whose output accumulators are busy in between (fa3: P V of
+  // the previous tile runs while this one is exponentiated). With p, exp(logit - row max) goes
+  // there packed; without, into s in place (for pack() later). The running sums take it in,
+  // alpha[mt][half] is the factor the row's output accumulators need, and the return value says
+  // whether a row of this thread moved (else its alpha is 1).
+  template <typename Scores, typename... P>
+  __device__ __forceinline__ bool exponentiate(Scores& s, float (&alpha)[kMT][2], float scale_log2, P&... p) {
+    static_assert(sizeof...(P) <= 1, "exp into s, or packed into one p");
     bool moved = false;
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt) {
@@ -52,19 +63,34 @@ struct OnlineSoftmax {
           const float p0 = fast_exp2(s[mt][nt][2 * half] * scale_log2 - mx_scaled);
           const float p1 = fast_exp2(s[mt][nt][2 * half + 1] * scale_log2 - mx_scaled);
           sum += p0 + p1;
-          p[mt][nt][half] = DtypeTraits<T>::pack(p0, p1);
+          if constexpr (sizeof...(P) == 1) {
+            ((p[mt][nt][half] = DtypeTraits<T>::pack(p0, p1)), ...);
+          } else {
+            s[mt][nt][2 * half] = p0;
+            s[mt][nt][2 * half + 1] = p1;
+          }
         }
         row_sum[mt][half] = row_sum[mt][half] * alpha[mt][half] + sum;
       }
     }
-    if (__any_sync(0xffffffffu, moved)) {
+    return moved;
+  }
+  __device__ __forceinline__ static void pack(const float (&s)[kMT][kNT][4], uint32_t (&p)[kMT][kNT][2]) {
 #pragma unroll
-      for (int mt = 0; mt < kMT; ++mt)
+    for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-        for (int dt = 0; dt < kDT; ++dt)
+      for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
-          for (int e = 0; e < 4; ++e) o[mt][dt][e] *= alpha[mt][e / 2];
-    }
+        for (int half = 0; half < 2; ++half) p[mt][nt][half] = DtypeTraits<T>::pack(s[mt][nt][2 * half], s[mt][nt][2 * half + 1]);
+  }
+  template <int kDT>
+  __device__ __forceinline__ static void rescale(float (&o)[kMT][kDT][4], const float (&alpha)[kMT][2]) {
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int dt = 0; dt < kDT; ++dt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) o[mt][dt][e] *= alpha[mt][e / 2];
   }
 
   // The row's full sum of exp (reduced over the 4 threads that share the row).

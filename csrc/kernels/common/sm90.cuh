@@ -89,9 +89,13 @@ __device__ __forceinline__ void setmaxnreg_inc() {
 #endif
 }
 
-// A barrier over `threads` threads (whole warps) of the CTA; id 0 is __syncthreads'.
+// A barrier over `threads` threads (whole warps) of the CTA; id 0 is __syncthreads'. arrive
+// counts towards it without waiting (a producer's half of a hand-off).
 __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
 // wgmma bookkeeping: fence before a batch whose accumulator or A registers other instructions

@@ -77,11 +77,13 @@ __host__ __device__ inline int tma_pages_per_tile(const FwdParams& p, int block_
   return boxes ? block_n / p.page_size : 0;
 }
 
-template <int kHeadDim_, int kBlockN_>
+template <int kHeadDim_, int kBlockN_, bool kOverlap_ = false, bool kPingPong_ = false>
 struct Shape {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kBlockM = 128;  // queries per CTA: 64 per math warpgroup
   static constexpr int kBlockN = kBlockN_;
+  static constexpr bool kOverlap = kOverlap_;              // softmax of a tile beside the P V of the last
+  static constexpr bool kPingPong = kOverlap_ && kPingPong_;  // math warpgroups issue by turns
   static constexpr int kMathWarpgroups = 2;
   static constexpr int kThreads = 128 * (1 + kMathWarpgroups);
   static constexpr int kMathWarps = 4 * kMathWarpgroups;
@@ -235,29 +237,58 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
   OnlineSoftmax<T, 1, kNT> softmax;
   softmax.init();
 
-  sm90::mbarrier_wait(q_full, 0);
-  for (int tile = last_tile, it = 0; tile >= first_tile; --tile, ++it) {
-    const int stage = it % kStages;
-    const uint32_t parity = (it / kStages) & 1;
-    const int n0 = tile * kN;
+  // Tile it of the loop (tiles from the last down, as the copy warpgroup sends them): its stage,
+  // the parity of that stage's barriers, and its first key.
+  auto stage_of = [&](int it) { return it % kStages; };
+  auto parity_of = [&](int it) { return uint32_t(it / kStages) & 1; };
+  auto key0_of = [&](int it) { return (last_tile - it) * kN; };
+  float s[kN / 2];
+  auto& s_tiles = *reinterpret_cast<float(*)[1][kNT][4]>(&s);
+  uint32_t p_frag[1][kNT][2];
+  auto& p_regs = *reinterpret_cast<uint32_t(*)[kNT * 2]>(&p_frag);
 
-    // S = Q K^T
-    float s[kN / 2];
-    sm90::mbarrier_wait(k_full(stage), parity);
+  // S = Q K^T of tile it, issued (the caller waits).
+  auto issue_qk = [&](int it) {
+    sm90::mbarrier_wait(k_full(stage_of(it)), parity_of(it));
     sm90::wgmma_fence();
 #pragma unroll
     for (int ks = 0; ks < kD / 16; ++ks) {
       WgmmaSS<T, kN>::run(s, QRows::k_major(q_tile, wg * 64, ks),
-                          KvRows::k_major(k_tiles + stage * Shape::kKvBytes, 0, ks), ks > 0);
+                          KvRows::k_major(k_tiles + stage_of(it) * Shape::kKvBytes, 0, ks), ks > 0);
     }
     sm90::wgmma_commit();
-    sm90::wgmma_wait<0>();
+  };
+  // O += P V of tile it, issued: the score accumulators of two 8-key tiles are the A fragment of
+  // one 16-key step.
+  auto issue_pv = [&](int it) {
+    sm90::mbarrier_wait(v_full(stage_of(it)), parity_of(it));
+    sm90::fence_registers(o);
+    sm90::fence_registers(p_regs);
+    sm90::wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < kN / 16; ++ks) {
+      uint32_t a[4];
+      p_fragment(p_frag, 0, ks, a);
+      WgmmaRS<T, kD>::run(o, a, KvRows::mn_major(v_tiles + stage_of(it) * Shape::kKvBytes, ks), 1);
+    }
+    sm90::wgmma_commit();
+  };
+  // After the wait for a batch: its registers are final, and this warp is done with its tile.
+  auto qk_done = [&](int it) {
     sm90::fence_registers(s);
     __syncwarp();
-    if (lane == 0) sm90::mbarrier_arrive(k_empty(stage));
-
-    // softcap, ALiBi, mask: each a separate pass behind a branch that is uniform over the CTA
-    auto& s_tiles = *reinterpret_cast<float(*)[1][kNT][4]>(&s);
+    if (lane == 0) sm90::mbarrier_arrive(k_empty(stage_of(it)));
+  };
+  auto pv_done = [&](int it) {
+    sm90::fence_registers(o);
+    sm90::fence_registers(p_regs);
+    __syncwarp();
+    if (lane == 0) sm90::mbarrier_arrive(v_empty(stage_of(it)));
+  };
+  // softcap, ALiBi, mask on the scores of tile it: each a separate pass behind a branch that is
+  // uniform over the CTA.
+  auto score_mods = [&](int it) {
+    const int n0 = key0_of(it);
     auto for_each_score = [&](auto&& fn) {
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt)
@@ -271,28 +302,50 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
         if (!mask.visible(i, j)) x = -INFINITY;
       });
     }
+  };
 
-    uint32_t p_frag[1][kNT][2];
-    softmax.update(s_tiles, p_frag, o_tiles, mod.scale_log2);
-
-    // O += P V: the score accumulators of two 8-key tiles are the A fragment of one 16-key step
-    auto& p_regs = *reinterpret_cast<uint32_t(*)[kNT * 2]>(&p_frag);
-    sm90::mbarrier_wait(v_full(stage), parity);
-    sm90::fence_registers(o);
-    sm90::fence_registers(p_regs);
-    sm90::wgmma_fence();
-#pragma unroll
-    for (int ks = 0; ks < kN / 16; ++ks) {
-      uint32_t a[4];
-      p_fragment(p_frag, 0, ks, a);
-      WgmmaRS<T, kD>::run(o, a, KvRows::mn_major(v_tiles + stage * Shape::kKvBytes, ks), 1);
+  const int tiles = last_tile - first_tile + 1;
+  sm90::mbarrier_wait(q_full, 0);
+  if constexpr (!Shape::kOverlap) {
+    for (int it = 0; it < tiles; ++it) {
+      issue_qk(it);
+      sm90::wgmma_wait<0>();
+      qk_done(it);
+      score_mods(it);
+      softmax.update(s_tiles, p_frag, o_tiles, mod.scale_log2);
+      issue_pv(it);
+      sm90::wgmma_wait<0>();
+      pv_done(it);
     }
-    sm90::wgmma_commit();
+  } else if (tiles > 0) {
+    // FlashAttention-3's schedule: tile it's Q K^T and tile it - 1's P V go out together, and the
+    // softmax of tile it runs while that P V does; its output rescale and P wait for the P V.
+    // Ping-pong: the two math warpgroups take turns issuing (named barriers 4 and 5), so one's
+    // softmax overlaps the other's matrix work.
+    issue_qk(0);
     sm90::wgmma_wait<0>();
-    sm90::fence_registers(o);
-    sm90::fence_registers(p_regs);
-    __syncwarp();
-    if (lane == 0) sm90::mbarrier_arrive(v_empty(stage));
+    qk_done(0);
+    score_mods(0);
+    softmax.update(s_tiles, p_frag, o_tiles, mod.scale_log2);
+    if (Shape::kPingPong && wg == 1 && tiles > 1) sm90::named_barrier_arrive(4, 256);  // warpgroup 0 goes first
+    for (int it = 1; it < tiles; ++it) {
+      if constexpr (Shape::kPingPong) sm90::named_barrier_sync(4 + wg, 256);
+      issue_qk(it);
+      issue_pv(it - 1);
+      if (Shape::kPingPong && (wg == 0 || it + 1 < tiles)) sm90::named_barrier_arrive(5 - wg, 256);
+      sm90::wgmma_wait<1>();
+      qk_done(it);
+      score_mods(it);
+      float alpha[1][2];
+      const bool moved = softmax.exponentiate(s_tiles, alpha, mod.scale_log2);
+      sm90::wgmma_wait<0>();
+      pv_done(it - 1);
+      if (__any_sync(0xffffffffu, moved)) softmax.rescale(o_tiles, alpha);
+      softmax.pack(s_tiles, p_frag);
+    }
+    issue_pv(tiles - 1);
+    sm90::wgmma_wait<0>();
+    pv_done(tiles - 1);
   }
 
   // Epilogue: normalise, write lse, stage O through this warpgroup's own Q rows (every warp of

@@ -68,7 +68,7 @@ inline bool is_sm90(int device) {
 
 template <typename T, int kHeadDim>
 const char* run_fwd(const FwdParams& p, cudaStream_t stream) {
-  using S = Shape<kHeadDim, block_n_for(kHeadDim)>;
+  using S = Shape<kHeadDim, block_n_for(kHeadDim), overlap_for(kHeadDim), pingpong_for(kHeadDim)>;
   int device = 0;
   cudaGetDevice(&device);
   if (!is_sm90(device)) return "fa3 runs on Hopper GPUs (sm_90) only";

@@ -5,9 +5,13 @@
 // (128 + 4 kBlockN) * head_dim * 2 bytes, one CTA per SM (at most 227 KB). kBlockN is the
 // largest of 128 / 96 / 80 that fits; a compute thread then holds kBlockN / 2 scores, their
 // kBlockN / 4 packed probabilities and head_dim / 2 output accumulators (d=256: 40 + 20 + 128).
-// Not yet timed on a GPU: these are the shapes FlashAttention-3 reports for the H100, cut to
-// what fits two stages.
-// Tuning builds override the key tile with -DTFI_FA3_BLOCK_N=..
+// The schedule of the math warpgroups (fwd_kernel.cuh): each tile's Q K^T, softmax and P V in
+// turn, or FlashAttention-3's overlap of one tile's softmax with the previous tile's P V, with
+// or without the two warpgroups taking turns (ping-pong).
+// Not yet timed on a GPU: the shapes are those FlashAttention-3 reports for the H100, cut to what
+// fits two stages, and the shipped schedule is the plain one until the overlap is measured.
+// Tuning builds override them with -DTFI_FA3_BLOCK_N=80|96|128 (the shapes of fa3/wgmma.cuh)
+// -DTFI_FA3_OVERLAP=0|1 -DTFI_FA3_PINGPONG=0|1.
 #pragma once
 
 namespace torch_flashinfer::fa3 {
@@ -21,5 +25,13 @@ constexpr int block_n_for(int) { return TFI_FA3_BLOCK_N; }
 #else
 constexpr int block_n_for(int head_dim) { return default_block_n(head_dim); }
 #endif
+#ifndef TFI_FA3_OVERLAP
+#define TFI_FA3_OVERLAP 0
+#endif
+#ifndef TFI_FA3_PINGPONG
+#define TFI_FA3_PINGPONG 0
+#endif
+constexpr bool overlap_for(int) { return TFI_FA3_OVERLAP != 0; }
+constexpr bool pingpong_for(int) { return TFI_FA3_PINGPONG != 0; }
 
 }  // namespace torch_flashinfer::fa3
