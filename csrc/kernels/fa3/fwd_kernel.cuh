@@ -247,9 +247,9 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
   uint32_t p_frag[1][kNT][2];
   auto& p_regs = *reinterpret_cast<uint32_t(*)[kNT * 2]>(&p_frag);
 
-  // S = Q K^T of tile it, issued (the caller waits).
+  // S = Q K^T of tile it, issued once its K has landed (the caller waits for the product).
+  auto wait_k = [&](int it) { sm90::mbarrier_wait(k_full(stage_of(it)), parity_of(it)); };
   auto issue_qk = [&](int it) {
-    sm90::mbarrier_wait(k_full(stage_of(it)), parity_of(it));
     sm90::wgmma_fence();
 #pragma unroll
     for (int ks = 0; ks < kD / 16; ++ks) {
@@ -258,8 +258,8 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
     }
     sm90::wgmma_commit();
   };
-  // O += P V of tile it, issued: the score accumulators of two 8-key tiles are the A fragment of
-  // one 16-key step.
+  // O += P V of tile it, issued once its V has landed: the score accumulators of two 8-key tiles
+  // are the A fragment of one 16-key step.
   auto issue_pv = [&](int it) {
     sm90::mbarrier_wait(v_full(stage_of(it)), parity_of(it));
     sm90::fence_registers(o);
@@ -308,6 +308,7 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
   sm90::mbarrier_wait(q_full, 0);
   if constexpr (!Shape::kOverlap) {
     for (int it = 0; it < tiles; ++it) {
+      wait_k(it);
       issue_qk(it);
       sm90::wgmma_wait<0>();
       qk_done(it);
@@ -322,6 +323,7 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
     // softmax of tile it runs while that P V does; its output rescale and P wait for the P V.
     // Ping-pong: the two math warpgroups take turns issuing (named barriers 4 and 5), so one's
     // softmax overlaps the other's matrix work.
+    wait_k(0);
     issue_qk(0);
     sm90::wgmma_wait<0>();
     qk_done(0);
@@ -329,6 +331,7 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
     softmax.update(s_tiles, p_frag, o_tiles, mod.scale_log2);
     if (Shape::kPingPong && wg == 1 && tiles > 1) sm90::named_barrier_arrive(4, 256);  // warpgroup 0 goes first
     for (int it = 1; it < tiles; ++it) {
+      wait_k(it);  // outside the turn: the other warpgroup need not wait for this copy
       if constexpr (Shape::kPingPong) sm90::named_barrier_sync(4 + wg, 256);
       issue_qk(it);
       issue_pv(it - 1);
