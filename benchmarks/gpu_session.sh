@@ -26,8 +26,8 @@ for causal in (False, True):
            tree=/tmp/csrc_fa3_o${ov}p$pp; rm -rf "$tree"; cp -r csrc "$tree"  # (then AB_CSRC=$tree ... ab_bench times it)
            sed -i "s/#define TFI_FA3_OVERLAP 0/#define TFI_FA3_OVERLAP $ov/; s/#define TFI_FA3_PINGPONG 0/#define TFI_FA3_PINGPONG $pp/" \
              "$tree/kernels/fa3/tile_config.h"
-           echo "== fa3 overlap $ov ping-pong $pp"; TORCH_FLASHINFER_CSRC=$tree timeout 420 python3 -m pytest -q -n 8 \
-             --timeout 120 --maxfail 20 -k fa3 tests/test_cuda_fwd.py 2>&1 | tail -6
+           echo "== fa3 overlap $ov ping-pong $pp"; TORCH_FLASHINFER_CSRC=$tree timeout 540 python3 -m pytest -q -n 8 \
+             --timeout 180 --maxfail 20 -k fa3 tests/test_cuda_fwd.py 2>&1 | tail -6  # (first calls build the tree)
          done 2>&1 | tee "$OUT/fa3_variants.log" ;;
     tests) python3 -m pytest -q -n 8 tests/test_cuda_binding.py tests/test_cuda_decode.py tests/test_cuda_fwd.py 2>&1 | tee "$OUT/gpu_tests.log" | tail -25 ;;
     alltests) python3 -m pytest -q -n 8 tests 2>&1 | tee "$OUT/all_tests.log" | tail -25 ;;

@@ -83,7 +83,8 @@ struct Shape {
   static constexpr int kBlockM = 128;  // queries per CTA: 64 per math warpgroup
   static constexpr int kBlockN = kBlockN_;
   static constexpr bool kOverlap = kOverlap_;              // softmax of a tile beside the P V of the last
-  static constexpr bool kPingPong = kOverlap_ && kPingPong_;  // math warpgroups issue by turns
+  static constexpr bool kPingPong = kPingPong_;  // math warpgroups issue by turns
+  static_assert(kOverlap || !kPingPong, "the turns are taken by the overlapped schedule's issue steps");
   static constexpr int kMathWarpgroups = 2;
   static constexpr int kThreads = 128 * (1 + kMathWarpgroups);
   static constexpr int kMathWarps = 4 * kMathWarpgroups;
@@ -323,13 +324,13 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
     // softmax of tile it runs while that P V does; its output rescale and P wait for the P V.
     // Ping-pong: the two math warpgroups take turns issuing (named barriers 4 and 5), so one's
     // softmax overlaps the other's matrix work.
+    if (Shape::kPingPong && wg == 1 && tiles > 1) sm90::named_barrier_arrive(4, 256);  // warpgroup 0 goes first
     wait_k(0);
     issue_qk(0);
     sm90::wgmma_wait<0>();
     qk_done(0);
     score_mods(0);
     softmax.update(s_tiles, p_frag, o_tiles, mod.scale_log2);
-    if (Shape::kPingPong && wg == 1 && tiles > 1) sm90::named_barrier_arrive(4, 256);  // warpgroup 0 goes first
     for (int it = 1; it < tiles; ++it) {
       wait_k(it);  // outside the turn: the other warpgroup need not wait for this copy
       if constexpr (Shape::kPingPong) sm90::named_barrier_sync(4 + wg, 256);
@@ -341,10 +342,20 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
       score_mods(it);
       float alpha[1][2];
       const bool moved = softmax.exponentiate(s_tiles, alpha, mod.scale_log2);
-      sm90::wgmma_wait<0>();
-      pv_done(it - 1);
-      if (__any_sync(0xffffffffu, moved)) softmax.rescale(o_tiles, alpha);
-      softmax.pack(s_tiles, p_frag);
+      auto after_pv = [&] {
+        sm90::wgmma_wait<0>();
+        pv_done(it - 1);
+        if (__any_sync(0xffffffffu, moved)) softmax.rescale(o_tiles, alpha);
+        softmax.pack(s_tiles, p_frag);
+      };
+      // A branch between the softmax and the wait: without one ptxas (13.0) moves the wait above
+      // the whole softmax, and nothing overlaps the P V (SASS: no MUFU.EX2 between the
+      // WARPGROUP.DEPBAR of the Q K^T and that of the P V).
+      if (it + 1 == tiles) {
+        after_pv();
+        break;
+      }
+      after_pv();
     }
     issue_pv(tiles - 1);
     sm90::wgmma_wait<0>();
