@@ -173,7 +173,8 @@ bool probe() {
     }
   }
   const bool ok = tma_bad == 0 && s_first < 0 && o_first < 0;
-  std::printf("d=%3d kN=%3d  tma: %d wrong elements  qk: max err %.3g (|ref| %.3g)%s  pv: max err %.3g (|ref| %.3g)%s  %s\n",
+  std::printf("d=%3d kN=%3d  tma: %d wrong elements  qk: max err %.3g (|ref| %.3g)%s  pv: max err %.3g (|ref| %.3g)%s"
+              "  %s\n",
               kD, kN, tma_bad, s_err, s_ref_max, s_first < 0 ? "" : " FIRST BAD (row, col) below", o_err, o_ref_max,
               o_first < 0 ? "" : " FIRST BAD below", ok ? "PASS" : "FAIL");
   if (s_first >= 0) std::printf("    qk first bad: row %d col %d\n", s_first / kN, s_first % kN);

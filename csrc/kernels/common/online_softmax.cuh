@@ -81,7 +81,8 @@ struct OnlineSoftmax {
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
-        for (int half = 0; half < 2; ++half) p[mt][nt][half] = DtypeTraits<T>::pack(s[mt][nt][2 * half], s[mt][nt][2 * half + 1]);
+        for (int half = 0; half < 2; ++half)
+          p[mt][nt][half] = DtypeTraits<T>::pack(s[mt][nt][2 * half], s[mt][nt][2 * half + 1]);
   }
   template <int kDT>
   __device__ __forceinline__ static void rescale(float (&o)[kMT][kDT][4], const float (&alpha)[kMT][2]) {

@@ -52,8 +52,8 @@ struct TileRows {
   // blocks kBlockBytes apart, 8-key groups kSwizzleBytes * 8 apart.
   static __device__ __forceinline__ uint64_t k_major(uint32_t tile, int row0, int k_step) {
     const int col = k_step * 16;
-    return sm90::smem_descriptor(tile + (col / kBlockCols) * kBlockBytes + row0 * kSwizzleBytes + (col % kBlockCols) * 2,
-                                 16, 8 * kSwizzleBytes, kSwizzleBytes);
+    const uint32_t start = tile + (col / kBlockCols) * kBlockBytes + row0 * kSwizzleBytes + (col % kBlockCols) * 2;
+    return sm90::smem_descriptor(start, 16, 8 * kSwizzleBytes, kSwizzleBytes);
   }
   static __device__ __forceinline__ uint64_t mn_major(uint32_t tile, int k_step) {
     return sm90::smem_descriptor(tile + k_step * 16 * kSwizzleBytes, kBlockBytes, 8 * kSwizzleBytes, kSwizzleBytes);
@@ -207,7 +207,8 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
             }
           }
         } else {
-          load_kv_tile<kN, 128, kD, kMode, kK, !kK, KvRows, true>(p, seq, b, k_head, v_head, n0, dst, dst, tid, no_hint);
+          load_kv_tile<kN, 128, kD, kMode, kK, !kK, KvRows, true>(p, seq, b, k_head, v_head, n0, dst, dst, tid,
+                                                                  no_hint);
           cp_async_commit();
           cp_async_wait<0>();
           sm90::fence_proxy_async();  // the cp.async writes, before wgmma reads them
@@ -294,7 +295,8 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) fn(s_tiles[0][nt][e], m0 + warp_row0 + g + (e / 2) * 8, n0 + nt * 8 + 2 * t4 + (e % 2));
+        for (int e = 0; e < 4; ++e)
+          fn(s_tiles[0][nt][e], m0 + warp_row0 + g + (e / 2) * 8, n0 + nt * 8 + 2 * t4 + (e % 2));
     };
     if (mod.has_softcap) for_each_score([&](float& x, int, int) { x = mod.softcapped(x); });
     if (mod.has_alibi) for_each_score([&](float& x, int i, int j) { x -= slope * fabsf(float(i + mask.shift - j)); });
