@@ -29,8 +29,8 @@ for causal in (False, True):
            echo "== fa3 overlap $ov ping-pong $pp"; TORCH_FLASHINFER_CSRC=$tree timeout 540 python3 -m pytest -q -n 8 \
              --timeout 180 --maxfail 20 -k fa3 tests/test_cuda_fwd.py 2>&1 | tail -6  # (first calls build the tree)
          done 2>&1 | tee "$OUT/fa3_variants.log" ;;
-    tests) python3 -m pytest -q -n 8 tests/test_cuda_binding.py tests/test_cuda_decode.py tests/test_cuda_fwd.py 2>&1 | tee "$OUT/gpu_tests.log" | tail -25 ;;
-    alltests) python3 -m pytest -q -n 8 tests 2>&1 | tee "$OUT/all_tests.log" | tail -25 ;;
+    tests) python3 -m pytest -q -n 8 --timeout 300 tests/test_cuda_binding.py tests/test_cuda_decode.py tests/test_cuda_fwd.py 2>&1 | tee "$OUT/gpu_tests.log" | tail -25 ;;
+    alltests) python3 -m pytest -q -n 8 --timeout 300 tests 2>&1 | tee "$OUT/all_tests.log" | tail -25 ;;
     hftests) python3 -m pytest -q tests/test_transformers.py 2>&1 | tee "$OUT/hf_tests.log" | tail -25 ;;
     tune_split) python3 benchmarks/tune_split_kv.py --out "$OUT/split_kv.json" 2>&1 | tee "$OUT/tune_split.log" | tail -20 ;;
     tune_paged) for page in ${PAGES:-16 256}; do  # split counts on paged caches, through the op
