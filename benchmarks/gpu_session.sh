@@ -20,17 +20,17 @@ q, k, v = (torch.randn(2, 300, 8, 128, device='cuda', dtype=torch.float16) for _
 for causal in (False, True):
     a, b = (torch_flashinfer.flash_attn_func(q, k, v, causal=causal, algo=algo) for algo in ('fa3', 'fa2'))
     print('fa3 smoke, causal', causal, 'max |fa3 - fa2|', (a.float() - b.float()).abs().max().item())" 2>&1 | tee "$OUT/fa3_smoke.log"
-         timeout 420 python3 -m pytest -q -n 8 --timeout 120 --maxfail 40 -k fa3 tests/test_cuda_fwd.py 2>&1 \
+         timeout 420 python3 -m pytest -q -n 8 --timeout 120 --timeout-method thread --maxfail 40 -k fa3 tests/test_cuda_fwd.py 2>&1 \
            | tee "$OUT/fa3_tests.log" | tail -30 ;;
     fa3_variants) for v in "1 0" "1 1"; do read -r ov pp <<< "$v"  # fa3's overlapped schedules, each in its own tree
            tree=/tmp/csrc_fa3_o${ov}p$pp; rm -rf "$tree"; cp -r csrc "$tree"  # (then AB_CSRC=$tree ... ab_bench times it)
            sed -i "s/#define TFI_FA3_OVERLAP 0/#define TFI_FA3_OVERLAP $ov/; s/#define TFI_FA3_PINGPONG 0/#define TFI_FA3_PINGPONG $pp/" \
              "$tree/kernels/fa3/tile_config.h"
            echo "== fa3 overlap $ov ping-pong $pp"; TORCH_FLASHINFER_CSRC=$tree timeout 540 python3 -m pytest -q -n 8 \
-             --timeout 180 --maxfail 20 -k fa3 tests/test_cuda_fwd.py 2>&1 | tail -6  # (first calls build the tree)
+             --timeout 180 --timeout-method thread --maxfail 20 -k fa3 tests/test_cuda_fwd.py 2>&1 | tail -6  # (first calls build the tree)
          done 2>&1 | tee "$OUT/fa3_variants.log" ;;
-    tests) python3 -m pytest -q -n 8 --timeout 300 tests/test_cuda_binding.py tests/test_cuda_decode.py tests/test_cuda_fwd.py 2>&1 | tee "$OUT/gpu_tests.log" | tail -25 ;;
-    alltests) python3 -m pytest -q -n 8 --timeout 300 tests 2>&1 | tee "$OUT/all_tests.log" | tail -25 ;;
+    tests) python3 -m pytest -q -n 8 --timeout 300 --timeout-method thread tests/test_cuda_binding.py tests/test_cuda_decode.py tests/test_cuda_fwd.py 2>&1 | tee "$OUT/gpu_tests.log" | tail -25 ;;
+    alltests) python3 -m pytest -q -n 8 --timeout 300 --timeout-method thread tests 2>&1 | tee "$OUT/all_tests.log" | tail -25 ;;
     hftests) python3 -m pytest -q tests/test_transformers.py 2>&1 | tee "$OUT/hf_tests.log" | tail -25 ;;
     tune_split) python3 benchmarks/tune_split_kv.py --out "$OUT/split_kv.json" 2>&1 | tee "$OUT/tune_split.log" | tail -20 ;;
     tune_paged) for page in ${PAGES:-16 256}; do  # split counts on paged caches, through the op
