@@ -252,12 +252,12 @@ def test_cuda_graph_capture_and_replay(algo):
             assert (o.double().cpu() - eo).abs().max().item() < 4e-3
 
 
-# fa3's key tiles are 128 (head_dim <= 160), 96 (192, 224) or 80 (256) keys: lengths on both sides
-# of their multiples, through TMA (whole tiles of a contiguous cache; of a page that is a multiple
-# of the tile: 384 for 128 and 96, 480 for 96 and 80; or one box per page where pages divide the
-# tile: 16 for all, 32 for 128 and 96, 40 for 80) and cp.async (partial tiles, pages that neither
-# divide nor are multiples of the tile); query tiles whole and partial (130 queries: a second tile
-# of 2 rows).
+# fa3's key tiles are 128 (head_dim <= 160), 96 (192), 64 (224) or 80 (256) keys: lengths on both
+# sides of their multiples, through TMA (whole tiles of a contiguous cache; of a page that is a
+# multiple of the tile: 384 for 128, 96 and 64, 480 for 96 and 80; or one box per page where pages
+# divide the tile: 16 for all, 32 for 128, 96 and 64, 40 for 80) and cp.async (partial tiles, pages
+# that neither divide nor are multiples of the tile); query tiles whole and partial (130 queries:
+# a second tile of 2 rows).
 FA3_KEYS = [
     ("dense", [130] * 2, [385] * 2, None, False),
     ("dense", [70] * 2, [96] * 2, None, False),

@@ -93,7 +93,7 @@ struct Shape {
   using KvRows = TileRows<kHeadDim, kBlockN>;
   static constexpr int kQBytes = kBlockM * kHeadDim * 2;
   static constexpr int kKvBytes = kBlockN * kHeadDim * 2;
-  static constexpr int kBarriers = 1 + 4 * kStages;  // Q full; K full, V full, K empty, V empty per stage
+  static constexpr int kBarriers = 2 + 4 * kStages;  // Q full, Q empty; K full, V full, K empty, V empty per stage
   // 1 KB of slack to align the tiles to 1024 bytes.
   static constexpr int kSmemBytes = 1024 + kQBytes + 2 * kStages * kKvBytes + 8 * kBarriers;
   // Registers per thread after the hand-over: 128 x 40 + 256 x 232 <= 64 K (the copy
@@ -105,9 +105,41 @@ struct Shape {
   static_assert(kSmemBytes <= 227 * 1024, "one CTA per SM");
 };
 
+// One work item: query tile m_block of head h of sequence b, and the key tiles it sees. Both roles
+// derive it from the item index alone, so they agree on which items run and how many tiles each has.
+struct WorkItem {
+  int b, h, hk, m0, m_end;
+  Sequence seq;
+  int first_tile, last_tile;
+  __device__ __forceinline__ int tiles() const { return last_tile - first_tile + 1; }
+};
+
+template <typename Shape>
+__device__ __forceinline__ bool load_item(const FwdParams& p, int item, int num_m_blocks, WorkItem& w) {
+  const int bh = item / num_m_blocks;
+  // Within a head, the last (for causal: heaviest) query tiles come first.
+  const int m_block = num_m_blocks - 1 - item % num_m_blocks;
+  w.b = bh / p.heads_q;
+  w.h = bh % p.heads_q;
+  w.hk = w.h / (p.heads_q / p.heads_k);
+  w.seq = load_sequence(p, w.b);
+  w.m0 = m_block * Shape::kBlockM;
+  if (w.m0 >= w.seq.seqlen_q) return false;
+  w.m_end = min(w.m0 + Shape::kBlockM, w.seq.seqlen_q);
+  const Mask mask(p, w.seq);
+  const int key_begin = mask.key_begin(w.m0), key_end = mask.key_end(w.m_end);
+  w.first_tile = key_begin / Shape::kBlockN;
+  w.last_tile = key_end > key_begin ? (key_end - 1) / Shape::kBlockN : w.first_tile - 1;
+  return true;
+}
+
+// A CTA runs items blockIdx.x, blockIdx.x + gridDim.x, ... (launch.cuh: one CTA per item, or one
+// per SM that then copies an item's first tiles during the previous item's math). The K/V ring
+// runs on across items: `ring` counts the tiles the CTA has passed through it.
 template <typename T, typename Shape, KvMode kMode>
 __global__ void __launch_bounds__(Shape::kThreads, 1)
-    fwd_kernel(const __grid_constant__ FwdParams p, const __grid_constant__ TmaMaps maps, int num_m_blocks) {
+    fwd_kernel(const __grid_constant__ FwdParams p, const __grid_constant__ TmaMaps maps, int num_m_blocks,
+               int num_items) {
 #if TFI_SM90_ENABLED
   constexpr int kM = Shape::kBlockM, kN = Shape::kBlockN, kD = Shape::kHeadDim, kStages = Shape::kStages;
   using QRows = typename Shape::QRows;
@@ -119,30 +151,20 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
   T* sK = sQ + kM * kD;
   T* sV = sK + kStages * kN * kD;
   const uint32_t bars = smem_addr(sV + kStages * kN * kD);
-  const uint32_t q_full = bars;
-  auto k_full = [&](int stage) { return bars + 8 * (1 + stage); };
-  auto v_full = [&](int stage) { return bars + 8 * (1 + kStages + stage); };
-  auto k_empty = [&](int stage) { return bars + 8 * (1 + 2 * kStages + stage); };
-  auto v_empty = [&](int stage) { return bars + 8 * (1 + 3 * kStages + stage); };
+  const uint32_t q_full = bars, q_empty = bars + 8;
+  auto k_full = [&](int stage) { return bars + 8 * (2 + stage); };
+  auto v_full = [&](int stage) { return bars + 8 * (2 + kStages + stage); };
+  auto k_empty = [&](int stage) { return bars + 8 * (2 + 2 * kStages + stage); };
+  auto v_empty = [&](int stage) { return bars + 8 * (2 + 3 * kStages + stage); };
+  // Tile `pos` of the ring: its stage and the parity of that stage's barriers (the copy side
+  // waits on the empty barriers with the other parity: a new barrier's previous phase is done).
+  auto stage_of = [&](int pos) { return pos % kStages; };
+  auto parity_of = [&](int pos) { return uint32_t(pos / kStages) & 1; };
 
   const int tid = threadIdx.x;
-  const int bh = blockIdx.x / num_m_blocks;
-  // Within a head, the last (for causal: heaviest) query tiles start first.
-  const int m_block = num_m_blocks - 1 - int(blockIdx.x % num_m_blocks);
-  const int b = bh / p.heads_q, h = bh % p.heads_q;
-  const int hk = h / (p.heads_q / p.heads_k);
-
-  const Sequence seq = load_sequence(p, b);
-  const int m0 = m_block * kM;
-  if (m0 >= seq.seqlen_q) return;
-  const int m_end = min(m0 + kM, seq.seqlen_q);
-  const Mask mask(p, seq);
-  const int key_begin = mask.key_begin(m0), key_end = mask.key_end(m_end);
-  const int first_tile = key_begin / kN;
-  const int last_tile = key_end > key_begin ? (key_end - 1) / kN : first_tile - 1;
-
   if (tid == 0) {
     sm90::mbarrier_init(q_full, 1);
+    sm90::mbarrier_init(q_empty, Shape::kMathWarps);
     for (int s = 0; s < kStages; ++s) {
       sm90::mbarrier_init(k_full(s), 1);
       sm90::mbarrier_init(v_full(s), 1);
@@ -157,67 +179,79 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
   if (tid < 128) {
     // ---- copy warpgroup ----
     sm90::setmaxnreg_dec<Shape::kCopyRegs>();
-    if (tid == 0) {
-      sm90::mbarrier_arrive_expect_tx(q_full, Shape::kQBytes);
-#pragma unroll
-      for (int cb = 0; cb < QRows::kColBlocks; ++cb) {
-        sm90::tma_load_4d(smem_addr(sQ) + cb * QRows::kBlockBytes, &maps.q, q_full, cb * QRows::kBlockCols,
-                          packed_q ? int(seq.q_row0) + m0 : m0, h, packed_q ? 0 : b);
-      }
-    }
-    const T* k_head = static_cast<const T*>(p.k) + int64_t(hk) * p.k_head_stride;
-    const T* v_head = static_cast<const T*>(p.v) + int64_t(hk) * p.v_head_stride;
     const bool packed_k = p.kv_layout == KvLayout::kVarlen;
     const int pages_per_tile = tma_pages_per_tile(p, kN);
     const L2Hint no_hint{false, 0};
-    for (int tile = last_tile, it = 0; tile >= first_tile; --tile, ++it) {
-      const int stage = it % kStages;
-      const uint32_t parity = ((it / kStages) & 1) ^ 1;
-      const int n0 = tile * kN;
-      // TMA copies whole tiles: one box per column block of a contiguous cache or of a valid page
-      // that holds the tile, or one per page of the tile (lane i of each copy warp: page i) when
-      // the pages divide it. Anything else goes through cp.async.
-      bool tma = n0 + kN <= seq.seqlen_k;
-      int row = seq.k_row0 + n0, batch = packed_k ? 0 : b;
-      if constexpr (kMode == KvMode::kPagedTile) {
-        paged_position(p, seq, b, n0, batch, row);
-        tma = tma && batch >= 0;
-      } else if constexpr (kMode == KvMode::kPagedRow) {
-        batch = 0;
-        if (tma && pages_per_tile > 0 && tid % 32 < pages_per_tile) {
-          paged_position(p, seq, b, n0 + tid % 32 * p.page_size, batch, row);
-        }
-        tma = pages_per_tile > 0 && __all_sync(0xffffffffu, !tma || batch >= 0) && tma;
-      }
-      auto copy = [&](auto is_k) {
-        constexpr bool kK = decltype(is_k)::value;
-        T* dst = (kK ? sK : sV) + stage * kN * kD;
-        const uint32_t full = kK ? k_full(stage) : v_full(stage);
-        sm90::mbarrier_wait(kK ? k_empty(stage) : v_empty(stage), parity);
-        if (tma) {
-          if (tid == 0) sm90::mbarrier_arrive_expect_tx(full, Shape::kKvBytes);
-          __syncwarp();  // the bytes are expected before any box of them lands
-          const int boxes = kMode == KvMode::kPagedRow ? pages_per_tile : 1;
-          if (tid < boxes) {
-            const uint32_t box = smem_addr(dst) + tid * p.page_size * KvRows::kSwizzleBytes;
-#pragma unroll
-            for (int cb = 0; cb < KvRows::kColBlocks; ++cb) {
-              sm90::tma_load_4d(box + cb * KvRows::kBlockBytes, kK ? &maps.k : &maps.v, full, cb * KvRows::kBlockCols,
-                                row, hk, batch);
-            }
+    WorkItem w;
+    for (int item = blockIdx.x, ring = 0, n = 0; item < num_items; item += gridDim.x) {
+      if (!load_item<Shape>(p, item, num_m_blocks, w)) continue;
+      const T* k_head = static_cast<const T*>(p.k) + int64_t(w.hk) * p.k_head_stride;
+      const T* v_head = static_cast<const T*>(p.v) + int64_t(w.hk) * p.v_head_stride;
+      // K and V of the item's tile it (from the last down).
+      auto copy_tile = [&](int it) {
+        const int stage = stage_of(ring + it);
+        const uint32_t parity = parity_of(ring + it) ^ 1;
+        const int n0 = (w.last_tile - it) * kN;
+        // TMA copies whole tiles: one box per column block of a contiguous cache or of a valid page
+        // that holds the tile, or one per page of the tile (lane i of each copy warp: page i) when
+        // the pages divide it. Anything else goes through cp.async.
+        bool tma = n0 + kN <= w.seq.seqlen_k;
+        int row = w.seq.k_row0 + n0, batch = packed_k ? 0 : w.b;
+        if constexpr (kMode == KvMode::kPagedTile) {
+          paged_position(p, w.seq, w.b, n0, batch, row);
+          tma = tma && batch >= 0;
+        } else if constexpr (kMode == KvMode::kPagedRow) {
+          batch = 0;
+          if (tma && pages_per_tile > 0 && tid % 32 < pages_per_tile) {
+            paged_position(p, w.seq, w.b, n0 + tid % 32 * p.page_size, batch, row);
           }
-        } else {
-          load_kv_tile<kN, 128, kD, kMode, kK, !kK, KvRows, true>(p, seq, b, k_head, v_head, n0, dst, dst, tid,
-                                                                  no_hint);
-          cp_async_commit();
-          cp_async_wait<0>();
-          sm90::fence_proxy_async();  // the cp.async writes, before wgmma reads them
-          sm90::named_barrier_sync(1, 128);
-          if (tid == 0) sm90::mbarrier_arrive(full);
+          tma = pages_per_tile > 0 && __all_sync(0xffffffffu, !tma || batch >= 0) && tma;
         }
+        auto copy = [&](auto is_k) {
+          constexpr bool kK = decltype(is_k)::value;
+          T* dst = (kK ? sK : sV) + stage * kN * kD;
+          const uint32_t full = kK ? k_full(stage) : v_full(stage);
+          sm90::mbarrier_wait(kK ? k_empty(stage) : v_empty(stage), parity);
+          if (tma) {
+            if (tid == 0) sm90::mbarrier_arrive_expect_tx(full, Shape::kKvBytes);
+            __syncwarp();  // the bytes are expected before any box of them lands
+            const int boxes = kMode == KvMode::kPagedRow ? pages_per_tile : 1;
+            if (tid < boxes) {
+              const uint32_t box = smem_addr(dst) + tid * p.page_size * KvRows::kSwizzleBytes;
+#pragma unroll
+              for (int cb = 0; cb < KvRows::kColBlocks; ++cb) {
+                sm90::tma_load_4d(box + cb * KvRows::kBlockBytes, kK ? &maps.k : &maps.v, full,
+                                  cb * KvRows::kBlockCols, row, w.hk, batch);
+              }
+            }
+          } else {
+            load_kv_tile<kN, 128, kD, kMode, kK, !kK, KvRows, true>(p, w.seq, w.b, k_head, v_head, n0, dst, dst,
+                                                                    tid, no_hint);
+            cp_async_commit();
+            cp_async_wait<0>();
+            sm90::fence_proxy_async();  // the cp.async writes, before wgmma reads them
+            sm90::named_barrier_sync(1, 128);
+            if (tid == 0) sm90::mbarrier_arrive(full);
+          }
+        };
+        copy(std::true_type{});
+        copy(std::false_type{});
       };
-      copy(std::true_type{});
-      copy(std::false_type{});
+      // The first tile goes out before Q, which waits until the math warpgroups are done with the
+      // previous item's Q (its rows also stage that item's output).
+      if (w.tiles() > 0) copy_tile(0);
+      sm90::mbarrier_wait(q_empty, (n & 1) ^ 1);
+      if (tid == 0) {
+        sm90::mbarrier_arrive_expect_tx(q_full, Shape::kQBytes);
+#pragma unroll
+        for (int cb = 0; cb < QRows::kColBlocks; ++cb) {
+          sm90::tma_load_4d(smem_addr(sQ) + cb * QRows::kBlockBytes, &maps.q, q_full, cb * QRows::kBlockCols,
+                            packed_q ? int(w.seq.q_row0) + w.m0 : w.m0, w.h, packed_q ? 0 : w.b);
+        }
+      }
+      for (int it = 1; it < w.tiles(); ++it) copy_tile(it);
+      ring += max(w.tiles(), 0);
+      ++n;
     }
     return;
   }
@@ -228,171 +262,180 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
   const int wg = tid / 128 - 1, lane = tid % 32, g = lane / 4, t4 = lane % 4;
   const int warp_row0 = wg * 64 + (tid % 128) / 32 * 16;  // first row (within the tile) of this warp
   const uint32_t q_tile = smem_addr(sQ), k_tiles = smem_addr(sK), v_tiles = smem_addr(sV);
-
   const ScoreMod mod(p);
-  const float slope = mod.slope(p, b, h);
   float o[kD / 2];
-#pragma unroll
-  for (int i = 0; i < kD / 2; ++i) o[i] = 0.f;
   // The wgmma accumulators are the mma.m16n8 layout of FA2's score and output tiles (one m-tile).
   auto& o_tiles = *reinterpret_cast<float(*)[1][kDT][4]>(&o);
-  OnlineSoftmax<T, 1, kNT> softmax;
-  softmax.init();
-
-  // Tile it of the loop (tiles from the last down, as the copy warpgroup sends them): its stage,
-  // the parity of that stage's barriers, and its first key.
-  auto stage_of = [&](int it) { return it % kStages; };
-  auto parity_of = [&](int it) { return uint32_t(it / kStages) & 1; };
-  auto key0_of = [&](int it) { return (last_tile - it) * kN; };
   float s[kN / 2];
   auto& s_tiles = *reinterpret_cast<float(*)[1][kNT][4]>(&s);
   uint32_t p_frag[1][kNT][2];
   auto& p_regs = *reinterpret_cast<uint32_t(*)[kNT * 2]>(&p_frag);
 
-  // S = Q K^T of tile it, issued once its K has landed (the caller waits for the product).
-  auto wait_k = [&](int it) { sm90::mbarrier_wait(k_full(stage_of(it)), parity_of(it)); };
-  auto issue_qk = [&](int it) {
-    sm90::wgmma_fence();
+  WorkItem w;
+  for (int item = blockIdx.x, ring = 0, n = 0; item < num_items; item += gridDim.x) {
+    if (!load_item<Shape>(p, item, num_m_blocks, w)) continue;
+    const Mask mask(p, w.seq);
+    const int m0 = w.m0, tiles = w.tiles();
+    const float slope = mod.slope(p, w.b, w.h);
 #pragma unroll
-    for (int ks = 0; ks < kD / 16; ++ks) {
-      WgmmaSS<T, kN>::run(s, QRows::k_major(q_tile, wg * 64, ks),
-                          KvRows::k_major(k_tiles + stage_of(it) * Shape::kKvBytes, 0, ks), ks > 0);
-    }
-    sm90::wgmma_commit();
-  };
-  // O += P V of tile it, issued once its V has landed: the score accumulators of two 8-key tiles
-  // are the A fragment of one 16-key step.
-  auto issue_pv = [&](int it) {
-    sm90::mbarrier_wait(v_full(stage_of(it)), parity_of(it));
-    sm90::fence_registers(o);
-    sm90::fence_registers(p_regs);
-    sm90::wgmma_fence();
-#pragma unroll
-    for (int ks = 0; ks < kN / 16; ++ks) {
-      uint32_t a[4];
-      p_fragment(p_frag, 0, ks, a);
-      WgmmaRS<T, kD>::run(o, a, KvRows::mn_major(v_tiles + stage_of(it) * Shape::kKvBytes, ks), 1);
-    }
-    sm90::wgmma_commit();
-  };
-  // After the wait for a batch: its registers are final, and this warp is done with its tile.
-  auto qk_done = [&](int it) {
-    sm90::fence_registers(s);
-    __syncwarp();
-    if (lane == 0) sm90::mbarrier_arrive(k_empty(stage_of(it)));
-  };
-  auto pv_done = [&](int it) {
-    sm90::fence_registers(o);
-    sm90::fence_registers(p_regs);
-    __syncwarp();
-    if (lane == 0) sm90::mbarrier_arrive(v_empty(stage_of(it)));
-  };
-  // softcap, ALiBi, mask on the scores of tile it: each a separate pass behind a branch that is
-  // uniform over the CTA.
-  auto score_mods = [&](int it) {
-    const int n0 = key0_of(it);
-    auto for_each_score = [&](auto&& fn) {
-#pragma unroll
-      for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e)
-          fn(s_tiles[0][nt][e], m0 + warp_row0 + g + (e / 2) * 8, n0 + nt * 8 + 2 * t4 + (e % 2));
-    };
-    if (mod.has_softcap) for_each_score([&](float& x, int, int) { x = mod.softcapped(x); });
-    if (mod.has_alibi) for_each_score([&](float& x, int i, int j) { x -= slope * fabsf(float(i + mask.shift - j)); });
-    if (!mask.all_visible(m0, m_end, n0, n0 + kN)) {
-      for_each_score([&](float& x, int i, int j) {
-        if (!mask.visible(i, j)) x = -INFINITY;
-      });
-    }
-  };
+    for (int i = 0; i < kD / 2; ++i) o[i] = 0.f;
+    OnlineSoftmax<T, 1, kNT> softmax;
+    softmax.init();
+    // The item's tile it (from the last down, as the copy warpgroup sends them): its place in the
+    // ring and its first key.
+    auto pos = [&](int it) { return ring + it; };
+    auto key0_of = [&](int it) { return (w.last_tile - it) * kN; };
 
-  const int tiles = last_tile - first_tile + 1;
-  sm90::mbarrier_wait(q_full, 0);
-  if constexpr (!Shape::kOverlap) {
-    for (int it = 0; it < tiles; ++it) {
-      wait_k(it);
-      issue_qk(it);
-      sm90::wgmma_wait<0>();
-      qk_done(it);
-      score_mods(it);
-      softmax.update(s_tiles, p_frag, o_tiles, mod.scale_log2);
-      issue_pv(it);
-      sm90::wgmma_wait<0>();
-      pv_done(it);
-    }
-  } else if (tiles > 0) {
-    // FlashAttention-3's schedule: tile it's Q K^T and tile it - 1's P V go out together, and the
-    // softmax of tile it runs while that P V does; its output rescale and P wait for the P V.
-    // Ping-pong: the two math warpgroups take turns issuing (named barriers 4 and 5), so one's
-    // softmax overlaps the other's matrix work.
-    if (Shape::kPingPong && wg == 1 && tiles > 1) sm90::named_barrier_arrive(4, 256);  // warpgroup 0 goes first
-    wait_k(0);
-    issue_qk(0);
-    sm90::wgmma_wait<0>();
-    qk_done(0);
-    score_mods(0);
-    softmax.update(s_tiles, p_frag, o_tiles, mod.scale_log2);
-    for (int it = 1; it < tiles; ++it) {
-      wait_k(it);  // outside the turn: the other warpgroup need not wait for this copy
-      if constexpr (Shape::kPingPong) sm90::named_barrier_sync(4 + wg, 256);
-      issue_qk(it);
-      issue_pv(it - 1);
-      if (Shape::kPingPong && (wg == 0 || it + 1 < tiles)) sm90::named_barrier_arrive(5 - wg, 256);
-      sm90::wgmma_wait<1>();
-      qk_done(it);
-      score_mods(it);
-      float alpha[1][2];
-      const bool moved = softmax.exponentiate(s_tiles, alpha, mod.scale_log2);
-      auto after_pv = [&] {
-        sm90::wgmma_wait<0>();
-        pv_done(it - 1);
-        if (__any_sync(0xffffffffu, moved)) softmax.rescale(o_tiles, alpha);
-        softmax.pack(s_tiles, p_frag);
-      };
-      // A branch between the softmax and the wait: without one ptxas (13.0) moves the wait above
-      // the whole softmax, and nothing overlaps the P V (SASS: no MUFU.EX2 between the
-      // WARPGROUP.DEPBAR of the Q K^T and that of the P V).
-      if (it + 1 == tiles) {
-        after_pv();
-        break;
+    // S = Q K^T of tile it, issued once its K has landed (the caller waits for the product).
+    auto wait_k = [&](int it) { sm90::mbarrier_wait(k_full(stage_of(pos(it))), parity_of(pos(it))); };
+    auto issue_qk = [&](int it) {
+      sm90::wgmma_fence();
+#pragma unroll
+      for (int ks = 0; ks < kD / 16; ++ks) {
+        WgmmaSS<T, kN>::run(s, QRows::k_major(q_tile, wg * 64, ks),
+                            KvRows::k_major(k_tiles + stage_of(pos(it)) * Shape::kKvBytes, 0, ks), ks > 0);
       }
-      after_pv();
-    }
-    issue_pv(tiles - 1);
-    sm90::wgmma_wait<0>();
-    pv_done(tiles - 1);
-  }
+      sm90::wgmma_commit();
+    };
+    // O += P V of tile it, issued once its V has landed: the score accumulators of two 8-key tiles
+    // are the A fragment of one 16-key step.
+    auto issue_pv = [&](int it) {
+      sm90::mbarrier_wait(v_full(stage_of(pos(it))), parity_of(pos(it)));
+      sm90::fence_registers(o);
+      sm90::fence_registers(p_regs);
+      sm90::wgmma_fence();
+#pragma unroll
+      for (int ks = 0; ks < kN / 16; ++ks) {
+        uint32_t a[4];
+        p_fragment(p_frag, 0, ks, a);
+        WgmmaRS<T, kD>::run(o, a, KvRows::mn_major(v_tiles + stage_of(pos(it)) * Shape::kKvBytes, ks), 1);
+      }
+      sm90::wgmma_commit();
+    };
+    // After the wait for a batch: its registers are final, and this warp is done with its tile.
+    auto qk_done = [&](int it) {
+      sm90::fence_registers(s);
+      __syncwarp();
+      if (lane == 0) sm90::mbarrier_arrive(k_empty(stage_of(pos(it))));
+    };
+    auto pv_done = [&](int it) {
+      sm90::fence_registers(o);
+      sm90::fence_registers(p_regs);
+      __syncwarp();
+      if (lane == 0) sm90::mbarrier_arrive(v_empty(stage_of(pos(it))));
+    };
+    // softcap, ALiBi, mask on the scores of tile it: each a separate pass behind a branch that is
+    // uniform over the CTA.
+    auto score_mods = [&](int it) {
+      const int n0 = key0_of(it);
+      auto for_each_score = [&](auto&& fn) {
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            fn(s_tiles[0][nt][e], m0 + warp_row0 + g + (e / 2) * 8, n0 + nt * 8 + 2 * t4 + (e % 2));
+      };
+      if (mod.has_softcap) for_each_score([&](float& x, int, int) { x = mod.softcapped(x); });
+      if (mod.has_alibi) for_each_score([&](float& x, int i, int j) { x -= slope * fabsf(float(i + mask.shift - j)); });
+      if (!mask.all_visible(m0, w.m_end, n0, n0 + kN)) {
+        for_each_score([&](float& x, int i, int j) {
+          if (!mask.visible(i, j)) x = -INFINITY;
+        });
+      }
+    };
 
-  // Epilogue: normalise, write lse, stage O through this warpgroup's own Q rows (every warp of
-  // it is past its last wgmma, which read all of them) for 16-byte stores.
-  sm90::named_barrier_sync(2 + wg, 128);
-  sm90::fence_proxy_async();  // wgmma's (async-proxy) reads of those rows, before these plain writes
-  float* lse_base = p.lse + seq.lse_offset + int64_t(h) * p.lse_head_stride;
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const float sum = softmax.total(0, half);
-    const float inv = sum > 0.f ? 1.f / sum : 0.f;
-    const int row = warp_row0 + g + half * 8;
-#pragma unroll
-    for (int dt = 0; dt < kDT; ++dt) {
-      *reinterpret_cast<uint32_t*>(sQ + QRows::offset(row, dt) + 2 * t4) =
-          DtypeTraits<T>::pack(o_tiles[0][dt][2 * half] * inv, o_tiles[0][dt][2 * half + 1] * inv);
+    sm90::mbarrier_wait(q_full, n & 1);
+    if constexpr (!Shape::kOverlap) {
+      for (int it = 0; it < tiles; ++it) {
+        wait_k(it);
+        issue_qk(it);
+        sm90::wgmma_wait<0>();
+        qk_done(it);
+        score_mods(it);
+        softmax.update(s_tiles, p_frag, o_tiles, mod.scale_log2);
+        issue_pv(it);
+        sm90::wgmma_wait<0>();
+        pv_done(it);
+      }
+    } else if (tiles > 0) {
+      // FlashAttention-3's schedule: tile it's Q K^T and tile it - 1's P V go out together, and the
+      // softmax of tile it runs while that P V does; its output rescale and P wait for the P V.
+      // Ping-pong: the two math warpgroups take turns issuing (named barriers 4 and 5), so one's
+      // softmax overlaps the other's matrix work.
+      if (Shape::kPingPong && wg == 1 && tiles > 1) sm90::named_barrier_arrive(4, 256);  // warpgroup 0 goes first
+      wait_k(0);
+      issue_qk(0);
+      sm90::wgmma_wait<0>();
+      qk_done(0);
+      score_mods(0);
+      softmax.update(s_tiles, p_frag, o_tiles, mod.scale_log2);
+      for (int it = 1; it < tiles; ++it) {
+        wait_k(it);  // outside the turn: the other warpgroup need not wait for this copy
+        if constexpr (Shape::kPingPong) sm90::named_barrier_sync(4 + wg, 256);
+        issue_qk(it);
+        issue_pv(it - 1);
+        if (Shape::kPingPong && (wg == 0 || it + 1 < tiles)) sm90::named_barrier_arrive(5 - wg, 256);
+        sm90::wgmma_wait<1>();
+        qk_done(it);
+        score_mods(it);
+        float alpha[1][2];
+        const bool moved = softmax.exponentiate(s_tiles, alpha, mod.scale_log2);
+        auto after_pv = [&] {
+          sm90::wgmma_wait<0>();
+          pv_done(it - 1);
+          if (__any_sync(0xffffffffu, moved)) softmax.rescale(o_tiles, alpha);
+          softmax.pack(s_tiles, p_frag);
+        };
+        // A branch between the softmax and the wait: without one ptxas (13.0) moves the wait above
+        // the whole softmax, and nothing overlaps the P V (SASS: no MUFU.EX2 between the
+        // WARPGROUP.DEPBAR of the Q K^T and that of the P V).
+        if (it + 1 == tiles) {
+          after_pv();
+          break;
+        }
+        after_pv();
+      }
+      issue_pv(tiles - 1);
+      sm90::wgmma_wait<0>();
+      pv_done(tiles - 1);
     }
-    if (t4 == 0 && m0 + row < seq.seqlen_q) {
-      lse_base[m0 + row] = sum > 0.f ? softmax.row_max[0][half] * mod.scale + __logf(sum) : -INFINITY;
-    }
-  }
-  __syncwarp();
-  T* o_base = static_cast<T*>(p.out) + seq.o_offset + int64_t(h) * p.o_head_stride;
-  constexpr int kChunksPerRow = kD / 8;
+
+    // Epilogue: normalise, write lse, stage O through this warpgroup's own Q rows (every warp of
+    // it is past its last wgmma, which read all of them) for 16-byte stores; then those rows may
+    // take the next item's Q.
+    sm90::named_barrier_sync(2 + wg, 128);
+    sm90::fence_proxy_async();  // wgmma's (async-proxy) reads of those rows, before these plain writes
+    float* lse_base = p.lse + w.seq.lse_offset + int64_t(w.h) * p.lse_head_stride;
 #pragma unroll
-  for (int c = lane; c < 16 * kChunksPerRow; c += 32) {
-    const int row = warp_row0 + c / kChunksPerRow, chunk = c % kChunksPerRow;
-    if (m0 + row < seq.seqlen_q) {
-      *reinterpret_cast<uint4*>(o_base + int64_t(m0 + row) * p.o_row_stride + chunk * 8) =
-          *reinterpret_cast<const uint4*>(sQ + QRows::offset(row, chunk));
+    for (int half = 0; half < 2; ++half) {
+      const float sum = softmax.total(0, half);
+      const float inv = sum > 0.f ? 1.f / sum : 0.f;
+      const int row = warp_row0 + g + half * 8;
+#pragma unroll
+      for (int dt = 0; dt < kDT; ++dt) {
+        *reinterpret_cast<uint32_t*>(sQ + QRows::offset(row, dt) + 2 * t4) =
+            DtypeTraits<T>::pack(o_tiles[0][dt][2 * half] * inv, o_tiles[0][dt][2 * half + 1] * inv);
+      }
+      if (t4 == 0 && m0 + row < w.seq.seqlen_q) {
+        lse_base[m0 + row] = sum > 0.f ? softmax.row_max[0][half] * mod.scale + __logf(sum) : -INFINITY;
+      }
     }
+    __syncwarp();
+    T* o_base = static_cast<T*>(p.out) + w.seq.o_offset + int64_t(w.h) * p.o_head_stride;
+    constexpr int kChunksPerRow = kD / 8;
+#pragma unroll
+    for (int c = lane; c < 16 * kChunksPerRow; c += 32) {
+      const int row = warp_row0 + c / kChunksPerRow, chunk = c % kChunksPerRow;
+      if (m0 + row < w.seq.seqlen_q) {
+        *reinterpret_cast<uint4*>(o_base + int64_t(m0 + row) * p.o_row_stride + chunk * 8) =
+            *reinterpret_cast<const uint4*>(sQ + QRows::offset(row, chunk));
+      }
+    }
+    sm90::fence_proxy_async();  // these plain reads of the rows, before the next Q's TMA writes them
+    __syncwarp();
+    if (lane == 0) sm90::mbarrier_arrive(q_empty);
+    ring += max(tiles, 0);
+    ++n;
   }
 #endif
 }

@@ -9,7 +9,7 @@ lists (tests/test_generated.py checks that the header is what this script writes
 
 from pathlib import Path
 
-SS_N = (80, 96, 128)  # S = Q K^T: N = kBlockN of fa3/tile_config.h
+SS_N = (64, 80, 96, 128)  # S = Q K^T: N = kBlockN of fa3/tile_config.h
 RS_N = (32, 64, 96, 128, 160, 192, 224, 256)  # O += P V: N = head_dim
 TYPES = (("__half", "f16"), ("__nv_bfloat16", "bf16"))
 

@@ -93,9 +93,10 @@ const char* run_fwd(const FwdParams& p, cudaStream_t stream) {
   }
 
   const int num_m_blocks = (p.seqlen_q + S::kBlockM - 1) / S::kBlockM;
-  const long long grid = (long long)num_m_blocks * p.batch * p.heads_q;
-  if (grid == 0) return nullptr;
-  if (grid > 0x7fffffffLL) return "too many query tiles x heads x sequences for one launch";
+  const long long items = (long long)num_m_blocks * p.batch * p.heads_q;
+  if (items == 0) return nullptr;
+  if (items > 0x7fffffffLL) return "too many query tiles x heads x sequences for one launch";
+  const long long grid = kPersistent && p.num_sms > 0 && items > p.num_sms ? p.num_sms : items;
 
   TmaMaps maps;
   const bool packed_q = p.cu_seqlens_q != nullptr;
@@ -118,7 +119,7 @@ const char* run_fwd(const FwdParams& p, cudaStream_t stream) {
     }
   }
   if (err != nullptr) return err;
-  kernel<<<unsigned(grid), S::kThreads, S::kSmemBytes, stream>>>(p, maps, num_m_blocks);
+  kernel<<<unsigned(grid), S::kThreads, S::kSmemBytes, stream>>>(p, maps, num_m_blocks, int(items));
   const cudaError_t launch = cudaGetLastError();
   return launch == cudaSuccess ? nullptr : cudaGetErrorString(launch);
 }
