@@ -116,24 +116,32 @@ def test_varlen_hybrid(head_dim, causal, algo):
 
 # Many short sequences of random lengths in one launch: more (query tile, head, sequence) items
 # than CTA slots, one query tile per head (48 sequences x 8 heads; the launch shape that
-# fa2_persistent_ab.json measured with persistent CTAs).
+# fa2_persistent_ab.json measured with persistent CTAs; fa3's persistent CTAs take several items each).
 @pytest.mark.parametrize("head_dim", [32, 64, 96, 128, 160, 224])
 @pytest.mark.parametrize("causal", [False, True])
-def test_many_short_varlen(head_dim, causal):
+@pytest.mark.parametrize("algo", ["fa2", "fa3"])
+def test_many_short_varlen(head_dim, causal, algo):
     # decode rows, empty sequences, rows that see no key and more keys than queries among the items
     rng = random.Random(head_dim * 2 + causal)
     max_q = 64 if head_dim == 160 else 128  # one query tile (tile_config.h)
     seqlens_q = [rng.choice([0, 1, 3, 17, max_q, rng.randint(1, max_q)]) for _ in range(48)]
     seqlens_k = [max(0, sq + rng.choice([0, 0, 5, 200, -2])) for sq in seqlens_q]
-    check_case(Case("varlen", seqlens_q, seqlens_k, 8, 2, head_dim, torch.float16, causal=causal), seed=head_dim)
+    check_case(Case("varlen", seqlens_q, seqlens_k, 8, 2, head_dim, torch.float16, causal=causal), algo=algo,
+               seed=head_dim)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp16", "bf16"])
-def test_many_short_dense_features(dtype):
-    # the same without decode rows (dense q of 100 rows), with every score modifier
+@pytest.mark.parametrize("algo", ["fa2", "fa3"])
+def test_many_short_dense_features(dtype, algo):
+    # the same without decode rows (dense q of 100 rows), with every score modifier; paged with
+    # pages fa3 copies as TMA boxes (16) and row by row (5)
     check_case(Case("dense", [100] * 40, [300] * 40, 8, 8, 128, dtype, causal=True, window=(150, -1),
-                    softcap=20.0, alibi="head"))
-    check_case(Case("dense", [97] * 30, [97] * 30, 16, 4, 64, dtype))
+                    softcap=20.0, alibi="head"), algo=algo)
+    check_case(Case("dense", [97] * 30, [97] * 30, 16, 4, 64, dtype), algo=algo)
+    if algo == "fa3":
+        for page in (16, 5):
+            check_case(Case("paged", [70] * 30, [200 + 7 * i for i in range(30)], 8, 2, 96, dtype, causal=True,
+                            page_size=page), algo=algo)
 
 
 @pytest.mark.parametrize("page_size", [1, 5, 16, 24, 256])

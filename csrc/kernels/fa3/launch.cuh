@@ -97,6 +97,7 @@ const char* run_fwd(const FwdParams& p, cudaStream_t stream) {
   if (items == 0) return nullptr;
   if (items > 0x7fffffffLL) return "too many query tiles x heads x sequences for one launch";
   const long long grid = kPersistent && p.num_sms > 0 && items > p.num_sms ? p.num_sms : items;
+  if (items > 0x7fffffffLL - grid) return "too many query tiles x heads x sequences for one launch";  // item + grid
 
   TmaMaps maps;
   const bool packed_q = p.cu_seqlens_q != nullptr;
