@@ -1,5 +1,6 @@
-// FlashAttention-3 style forward for Hopper (sm_90a): one CTA per (128-query tile, head,
-// sequence), warp-specialised. Warpgroup 0 copies: the Q tile and the K/V tiles by TMA into a
+// FlashAttention-3 style forward for Hopper (sm_90a): CTAs run work items (a 128-query tile of one
+// head of one sequence; several per CTA when they outnumber the SMs), warp-specialised.
+// Warpgroup 0 copies: the Q tile and the K/V tiles by TMA into a
 // two-stage ring of shared-memory buffers, each tracked by a "full" mbarrier (bytes landed) and an
 // "empty" one (every math warp done reading). Warpgroups 1 and 2 compute, each on 64 query rows:
 // S = Q K^T and O += P V with wgmma (Q, K and V read from shared memory, P from registers),
