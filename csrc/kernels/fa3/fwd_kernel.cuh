@@ -62,8 +62,8 @@ struct TileRows {
 };
 
 // The TMA maps of q, k and v for one call (launch.cuh encodes them; k and v are unused with
-// paged caches copied row by row). Dims, innermost first: (head_dim, rows, heads, batch); packed
-// q/k have batch 1, paged k/v are (head_dim, page rows, heads, blocks).
+// paged caches copied row by row, tma_pages_per_tile = 0). Dims, innermost first: (head_dim,
+// rows, heads, batch); packed q/k have batch 1, paged k/v are (head_dim, page rows, heads, blocks).
 struct TmaMaps {
   CUtensorMap q, k, v;
 };
@@ -83,7 +83,7 @@ struct Shape {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kBlockM = 128;  // queries per CTA: 64 per math warpgroup
   static constexpr int kBlockN = kBlockN_;
-  static constexpr bool kOverlap = kOverlap_;              // softmax of a tile beside the P V of the last
+  static constexpr bool kOverlap = kOverlap_;    // softmax of a tile beside the P V of the last
   static constexpr bool kPingPong = kPingPong_;  // math warpgroups issue by turns
   static_assert(kOverlap || !kPingPong, "the turns are taken by the overlapped schedule's issue steps");
   static constexpr int kMathWarpgroups = 2;
@@ -94,7 +94,7 @@ struct Shape {
   using KvRows = TileRows<kHeadDim, kBlockN>;
   static constexpr int kQBytes = kBlockM * kHeadDim * 2;
   static constexpr int kKvBytes = kBlockN * kHeadDim * 2;
-  static constexpr int kBarriers = 2 + 4 * kStages;  // Q full, Q empty; K full, V full, K empty, V empty per stage
+  static constexpr int kBarriers = 2 + 4 * kStages;  // Q full, Q empty; per stage K/V full, K/V empty
   // 1 KB of slack to align the tiles to 1024 bytes.
   static constexpr int kSmemBytes = 1024 + kQBytes + 2 * kStages * kKvBytes + 8 * kBarriers;
   // Registers per thread after the hand-over: 128 x 40 + 256 x 232 <= 64 K (the copy
