@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call: install, build every kernel, run the GPU tests, then an optional step.
 #   bash benchmarks/gpu_session.sh [fa3|fa3_variants|tests|alltests|hftests|tune|tune_split|tune_paged|ncu_short|ncu_paged|ab_split|ab_paged|ab_bench|bench|decode|ncu|ncu_cmp|ncu_decode|llama|sanitize]...
-#   (env: SUITE, SCENARIOS, BENCH_ARGS, SANITIZE_ALGOS, TUNE_DIMS, TUNE_ARGS, PAGES, PAGED_ARGS, LLAMA_ARGS, NCU_CAUSAL, NCU_SHAPES, AB_CSRC)
+#   (env: SUITE, SCENARIOS, BENCH_ARGS, SANITIZE_ALGOS, FA3_VARIANTS, TUNE_DIMS, TUNE_ARGS, PAGES, PAGED_ARGS, LLAMA_ARGS, NCU_CAUSAL, NCU_SHAPES, AB_CSRC)
 # Logs and JSON land in $OUT (the device tool brings them back).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 MAX_JOBS=16 TORCH_FLASHINFER_CACHE_DIR=/tmp/tfi_cache
@@ -22,11 +22,12 @@ for causal in (False, True):
     print('fa3 smoke, causal', causal, 'max |fa3 - fa2|', (a.float() - b.float()).abs().max().item())" 2>&1 | tee "$OUT/fa3_smoke.log"
          timeout 420 python3 -m pytest -q -n 8 --timeout 120 --timeout-method thread --maxfail 40 -k fa3 tests/test_cuda_fwd.py 2>&1 \
            | tee "$OUT/fa3_tests.log" | tail -30 ;;
-    fa3_variants) for v in "1 0" "1 1"; do read -r ov pp <<< "$v"  # fa3's overlapped schedules, each in its own tree
-           tree=/tmp/csrc_fa3_o${ov}p$pp; rm -rf "$tree"; cp -r csrc "$tree"  # (then AB_CSRC=$tree ... ab_bench times it)
-           sed -i "s/#define TFI_FA3_OVERLAP 0/#define TFI_FA3_OVERLAP $ov/; s/#define TFI_FA3_PINGPONG 0/#define TFI_FA3_PINGPONG $pp/" \
-             "$tree/kernels/fa3/tile_config.h"
-           echo "== fa3 overlap $ov ping-pong $pp"; TORCH_FLASHINFER_CSRC=$tree timeout 540 python3 -m pytest -q -n 8 \
+    fa3_variants) for v in ${FA3_VARIANTS:-110 111}; do  # fa3 builds (overlap, ping-pong, persistent digits), each its own tree
+           ov=${v:0:1}; pp=${v:1:1}; ps=${v:2:1}
+           tree=/tmp/csrc_fa3_o${ov}p${pp}s$ps; rm -rf "$tree"; cp -r csrc "$tree"  # (then AB_CSRC=$tree ... ab_bench)
+           sed -i "s/#define TFI_FA3_OVERLAP 0/#define TFI_FA3_OVERLAP $ov/; s/#define TFI_FA3_PINGPONG 0/#define TFI_FA3_PINGPONG $pp/;
+                   s/#define TFI_FA3_PERSISTENT 1/#define TFI_FA3_PERSISTENT $ps/" "$tree/kernels/fa3/tile_config.h"
+           echo "== fa3 overlap $ov ping-pong $pp persistent $ps"; TORCH_FLASHINFER_CSRC=$tree timeout 540 python3 -m pytest -q -n 8 \
              --timeout 180 --timeout-method thread --maxfail 20 -k fa3 tests/test_cuda_fwd.py 2>&1 | tail -6  # (first calls build the tree)
          done 2>&1 | tee "$OUT/fa3_variants.log" ;;
     tests) python3 -m pytest -q -n 8 --timeout 300 --timeout-method thread tests/test_cuda_binding.py tests/test_cuda_decode.py tests/test_cuda_fwd.py 2>&1 | tee "$OUT/gpu_tests.log" | tail -25 ;;
