@@ -94,9 +94,13 @@ struct Shape {
   using KvRows = TileRows<kHeadDim, kBlockN>;
   static constexpr int kQBytes = kBlockM * kHeadDim * 2;
   static constexpr int kKvBytes = kBlockN * kHeadDim * 2;
-  static constexpr int kBarriers = 2 + 4 * kStages;  // Q full, Q empty; per stage K/V full, K/V empty
+  // Q buffers: two where they fit (every head dim but 160, 192 and 256), so a persistent CTA copies
+  // the next item's Q while this one's math and epilogue (which stages O through its Q rows) run.
+  static constexpr int kQBuffers = 1024 + 2 * kQBytes + 2 * kStages * kKvBytes + 8 * (4 + 4 * kStages) <= 227 * 1024
+                                       ? 2 : 1;
+  static constexpr int kBarriers = 2 * kQBuffers + 4 * kStages;  // per Q buffer full, empty; per stage K/V full, empty
   // 1 KB of slack to align the tiles to 1024 bytes.
-  static constexpr int kSmemBytes = 1024 + kQBytes + 2 * kStages * kKvBytes + 8 * kBarriers;
+  static constexpr int kSmemBytes = 1024 + kQBuffers * kQBytes + 2 * kStages * kKvBytes + 8 * kBarriers;
   // Registers per thread after the hand-over: 128 x 40 + 256 x 232 <= 64 K (the copy
   // warpgroup copies tiles TMA cannot with a rolled cp.async loop, which needs no more: no spills).
   static constexpr int kCopyRegs = 40;
@@ -148,15 +152,20 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
 
   extern __shared__ __align__(16) unsigned char smem_raw[];
   unsigned char* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
-  T* sQ = reinterpret_cast<T*>(smem);
-  T* sK = sQ + kM * kD;
+  T* sQ = reinterpret_cast<T*>(smem);  // kQBuffers tiles; item n uses buffer n % kQBuffers
+  T* sK = sQ + Shape::kQBuffers * kM * kD;
   T* sV = sK + kStages * kN * kD;
   const uint32_t bars = smem_addr(sV + kStages * kN * kD);
-  const uint32_t q_full = bars, q_empty = bars + 8;
-  auto k_full = [&](int stage) { return bars + 8 * (2 + stage); };
-  auto v_full = [&](int stage) { return bars + 8 * (2 + kStages + stage); };
-  auto k_empty = [&](int stage) { return bars + 8 * (2 + 2 * kStages + stage); };
-  auto v_empty = [&](int stage) { return bars + 8 * (2 + 3 * kStages + stage); };
+  constexpr int kQBuffers = Shape::kQBuffers;
+  auto q_full = [&](int buf) { return bars + 8 * buf; };
+  auto q_empty = [&](int buf) { return bars + 8 * (kQBuffers + buf); };
+  auto k_full = [&](int stage) { return bars + 8 * (2 * kQBuffers + stage); };
+  auto v_full = [&](int stage) { return bars + 8 * (2 * kQBuffers + kStages + stage); };
+  auto k_empty = [&](int stage) { return bars + 8 * (2 * kQBuffers + 2 * kStages + stage); };
+  auto v_empty = [&](int stage) { return bars + 8 * (2 * kQBuffers + 3 * kStages + stage); };
+  // Item n of the CTA: its Q buffer and the parity of that buffer's barriers.
+  auto q_buf = [&](int n) { return n % kQBuffers; };
+  auto q_parity = [&](int n) { return uint32_t(n / kQBuffers) & 1; };
   // Tile `pos` of the ring: its stage and the parity of that stage's barriers (the copy side
   // waits on the empty barriers with the other parity: a new barrier's previous phase is done).
   auto stage_of = [&](int pos) { return pos % kStages; };
@@ -164,8 +173,10 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
 
   const int tid = threadIdx.x;
   if (tid == 0) {
-    sm90::mbarrier_init(q_full, 1);
-    sm90::mbarrier_init(q_empty, Shape::kMathWarps);
+    for (int buf = 0; buf < kQBuffers; ++buf) {
+      sm90::mbarrier_init(q_full(buf), 1);
+      sm90::mbarrier_init(q_empty(buf), Shape::kMathWarps);
+    }
     for (int s = 0; s < kStages; ++s) {
       sm90::mbarrier_init(k_full(s), 1);
       sm90::mbarrier_init(v_full(s), 1);
@@ -239,14 +250,15 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
         copy(std::false_type{});
       };
       // The first tile goes out before Q, which waits until the math warpgroups are done with the
-      // previous item's Q (its rows also stage that item's output).
+      // item that last used its buffer (whose rows also staged that item's output).
       if (w.tiles() > 0) copy_tile(0);
-      sm90::mbarrier_wait(q_empty, (n & 1) ^ 1);
+      sm90::mbarrier_wait(q_empty(q_buf(n)), q_parity(n) ^ 1);
       if (tid == 0) {
-        sm90::mbarrier_arrive_expect_tx(q_full, Shape::kQBytes);
+        sm90::mbarrier_arrive_expect_tx(q_full(q_buf(n)), Shape::kQBytes);
+        const uint32_t q_dst = smem_addr(sQ + q_buf(n) * kM * kD);
 #pragma unroll
         for (int cb = 0; cb < QRows::kColBlocks; ++cb) {
-          sm90::tma_load_4d(smem_addr(sQ) + cb * QRows::kBlockBytes, &maps.q, q_full, cb * QRows::kBlockCols,
+          sm90::tma_load_4d(q_dst + cb * QRows::kBlockBytes, &maps.q, q_full(q_buf(n)), cb * QRows::kBlockCols,
                             packed_q ? int(w.seq.q_row0) + w.m0 : w.m0, w.h, packed_q ? 0 : w.b);
         }
       }
@@ -262,7 +274,7 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
   constexpr int kNT = kN / 8, kDT = kD / 8;
   const int wg = tid / 128 - 1, lane = tid % 32, g = lane / 4, t4 = lane % 4;
   const int warp_row0 = wg * 64 + (tid % 128) / 32 * 16;  // first row (within the tile) of this warp
-  const uint32_t q_tile = smem_addr(sQ), k_tiles = smem_addr(sK), v_tiles = smem_addr(sV);
+  const uint32_t k_tiles = smem_addr(sK), v_tiles = smem_addr(sV);
   const ScoreMod mod(p);
   float o[kD / 2];
   // The wgmma accumulators are the mma.m16n8 layout of FA2's score and output tiles (one m-tile).
@@ -278,6 +290,8 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
     const Mask mask(p, w.seq);
     const int m0 = w.m0, tiles = w.tiles();
     const float slope = mod.slope(p, w.b, w.h);
+    T* sQn = sQ + q_buf(n) * kM * kD;
+    const uint32_t q_tile = smem_addr(sQn);
 #pragma unroll
     for (int i = 0; i < kD / 2; ++i) o[i] = 0.f;
     OnlineSoftmax<T, 1, kNT> softmax;
@@ -345,7 +359,7 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
       }
     };
 
-    sm90::mbarrier_wait(q_full, n & 1);
+    sm90::mbarrier_wait(q_full(q_buf(n)), q_parity(n));
     if constexpr (!Shape::kOverlap) {
       for (int it = 0; it < tiles; ++it) {
         wait_k(it);
@@ -414,7 +428,7 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
       const int row = warp_row0 + g + half * 8;
 #pragma unroll
       for (int dt = 0; dt < kDT; ++dt) {
-        *reinterpret_cast<uint32_t*>(sQ + QRows::offset(row, dt) + 2 * t4) =
+        *reinterpret_cast<uint32_t*>(sQn + QRows::offset(row, dt) + 2 * t4) =
             DtypeTraits<T>::pack(o_tiles[0][dt][2 * half] * inv, o_tiles[0][dt][2 * half + 1] * inv);
       }
       if (t4 == 0 && m0 + row < w.seq.seqlen_q) {
@@ -429,12 +443,12 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
       const int row = warp_row0 + c / kChunksPerRow, chunk = c % kChunksPerRow;
       if (m0 + row < w.seq.seqlen_q) {
         *reinterpret_cast<uint4*>(o_base + int64_t(m0 + row) * p.o_row_stride + chunk * 8) =
-            *reinterpret_cast<const uint4*>(sQ + QRows::offset(row, chunk));
+            *reinterpret_cast<const uint4*>(sQn + QRows::offset(row, chunk));
       }
     }
     sm90::fence_proxy_async();  // these plain reads of the rows, before the next Q's TMA writes them
     __syncwarp();
-    if (lane == 0) sm90::mbarrier_arrive(q_empty);
+    if (lane == 0) sm90::mbarrier_arrive(q_empty(q_buf(n)));
     ring += max(tiles, 0);
     ++n;
   }
