@@ -1,6 +1,6 @@
 // FlashAttention-3 style forward for Hopper (sm_90a): CTAs run work items (a 128-query tile of one
 // head of one sequence; several per CTA when they outnumber the SMs), warp-specialised.
-// Warpgroup 0 copies: the Q tile and the K/V tiles by TMA into a
+// Warpgroup 0 copies: Q tiles (one or two buffers) and K/V tiles by TMA into a
 // two-stage ring of shared-memory buffers, each tracked by a "full" mbarrier (bytes landed) and an
 // "empty" one (every math warp done reading). Warpgroups 1 and 2 compute, each on 64 query rows:
 // S = Q K^T and O += P V with wgmma (Q, K and V read from shared memory, P from registers),
@@ -249,9 +249,10 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
         copy(std::true_type{});
         copy(std::false_type{});
       };
-      // The first tile goes out before Q, which waits until the math warpgroups are done with the
-      // item that last used its buffer (whose rows also staged that item's output).
-      if (w.tiles() > 0) copy_tile(0);
+      // Q waits until the math warpgroups are done with the item that last used its buffer (whose
+      // rows also staged that item's output): with one buffer that is the item still running, so
+      // the first K/V tile goes out before it; with two, Q goes first.
+      if (kQBuffers == 1 && w.tiles() > 0) copy_tile(0);
       sm90::mbarrier_wait(q_empty(q_buf(n)), q_parity(n) ^ 1);
       if (tid == 0) {
         sm90::mbarrier_arrive_expect_tx(q_full(q_buf(n)), Shape::kQBytes);
@@ -262,7 +263,7 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
                             packed_q ? int(w.seq.q_row0) + w.m0 : w.m0, w.h, packed_q ? 0 : w.b);
         }
       }
-      for (int it = 1; it < w.tiles(); ++it) copy_tile(it);
+      for (int it = kQBuffers == 1 ? 1 : 0; it < w.tiles(); ++it) copy_tile(it);
       ring += max(w.tiles(), 0);
       ++n;
     }
@@ -417,7 +418,7 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
 
     // Epilogue: normalise, write lse, stage O through this warpgroup's own Q rows (every warp of
     // it is past its last wgmma, which read all of them) for 16-byte stores; then those rows may
-    // take the next item's Q.
+    // take the Q of the next item to use the buffer.
     sm90::named_barrier_sync(2 + wg, 128);
     sm90::fence_proxy_async();  // wgmma's (async-proxy) reads of those rows, before these plain writes
     float* lse_base = p.lse + w.seq.lse_offset + int64_t(w.h) * p.lse_head_stride;

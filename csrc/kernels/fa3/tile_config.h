@@ -1,10 +1,11 @@
 // fa3 tile shapes per head_dim: the one place where they are chosen.
 //
 // A CTA is three warpgroups: one copies (TMA), two compute, each on 64 of the tile's 128 query
-// rows. Shared memory holds the Q tile and two stages of K and V tiles of kBlockN keys:
-// (128 + 4 kBlockN) * head_dim * 2 bytes, one CTA per SM (at most 227 KB). kBlockN is the
-// largest of 128 / 96 / 80 that fits; a compute thread then holds kBlockN / 2 scores, their
-// kBlockN / 4 packed probabilities and head_dim / 2 output accumulators (d=256: 40 + 20 + 128).
+// rows. Shared memory holds one or two Q tiles (fwd_kernel.cuh kQBuffers) and two stages of K and V
+// tiles of kBlockN keys: (128 kQBuffers + 4 kBlockN) * head_dim * 2 bytes, one CTA per SM (at
+// most 227 KB). kBlockN is the largest of 128 / 96 / 80 that fits; a compute thread then holds
+// kBlockN / 2 scores, their kBlockN / 4 packed probabilities and head_dim / 2 output accumulators
+// (d=256: 40 + 20 + 128).
 // d=224 takes 64 (96 fits, but with the persistent loop's state its math warpgroups spilled 72-96
 // bytes; 80 does not split evenly over the copy warpgroup's cp.async loop).
 // The schedule of the math warpgroups (fwd_kernel.cuh): each tile's Q K^T, softmax and P V in
