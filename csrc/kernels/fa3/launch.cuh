@@ -53,7 +53,8 @@ const char* encode_map(CUtensorMap* map, const void* base, int64_t rows, int64_t
       const_cast<void*>(base), dims, strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
       Rows::kSwizzleBytes == 128 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B,
       CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  return res == CUDA_SUCCESS ? nullptr : "fa3: q, k or v has strides a TMA map cannot describe (zero or >= 2^40 bytes)";
+  return res == CUDA_SUCCESS ? nullptr
+                             : "fa3: q, k or v has strides a TMA map cannot describe (zero or >= 2^40 bytes)";
 }
 
 inline bool is_sm90(int device) {
@@ -95,9 +96,9 @@ const char* run_fwd(const FwdParams& p, cudaStream_t stream) {
   const int num_m_blocks = (p.seqlen_q + S::kBlockM - 1) / S::kBlockM;
   const long long items = (long long)num_m_blocks * p.batch * p.heads_q;
   if (items == 0) return nullptr;
-  if (items > 0x7fffffffLL) return "too many query tiles x heads x sequences for one launch";
   const long long grid = kPersistent && p.num_sms > 0 && items > p.num_sms ? p.num_sms : items;
-  if (items > 0x7fffffffLL - grid) return "too many query tiles x heads x sequences for one launch";  // item + grid
+  // A CTA's item index steps by the grid: item + grid must stay an int.
+  if (items > 0x7fffffffLL - grid) return "too many query tiles x heads x sequences for one launch";
 
   TmaMaps maps;
   const bool packed_q = p.cu_seqlens_q != nullptr;
