@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call: install, build every kernel, run the GPU tests, then an optional step.
-#   bash benchmarks/gpu_session.sh [fa3|fa3_variants|tests|alltests|hftests|tune|tune_split|tune_paged|ncu_short|ncu_paged|ab_split|ab_paged|ab_bench|bench|decode|ncu|ncu_cmp|ncu_decode|llama|sanitize]...
-#   (env: SUITE, SCENARIOS, BENCH_ARGS, SANITIZE_ALGOS, FA3_VARIANTS, TUNE_DIMS, TUNE_ARGS, PAGES, PAGED_ARGS, LLAMA_ARGS, NCU_CAUSAL, NCU_SHAPES, AB_CSRC)
+#   bash benchmarks/gpu_session.sh [fa3|fa3_tests|fa3_variants|tests|alltests|hftests|tune|tune_split|tune_paged|ncu_short|ncu_paged|ab_split|ab_paged|ab_bench|bench|decode|ncu|ncu_cmp|ncu_decode|llama|sanitize]...
+#   (env: SUITE, SCENARIOS, BENCH_ARGS, BENCH_TIMEOUT, FA3_TESTS_TIMEOUT, SANITIZE_ALGOS, FA3_VARIANTS, TUNE_DIMS, TUNE_ARGS, PAGES, PAGED_ARGS, LLAMA_ARGS, NCU_CAUSAL, NCU_SHAPES, AB_CSRC)
 # Logs and JSON land in $OUT (the device tool brings them back).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 MAX_JOBS=16 TORCH_FLASHINFER_CACHE_DIR=/tmp/tfi_cache
@@ -19,8 +19,8 @@ import torch, torch_flashinfer  # one fa3 call against fa2 first: a hang or a fa
 q, k, v = (torch.randn(2, 300, 8, 128, device='cuda', dtype=torch.float16) for _ in range(3))
 for causal in (False, True):
     a, b = (torch_flashinfer.flash_attn_func(q, k, v, causal=causal, algo=algo) for algo in ('fa3', 'fa2'))
-    print('fa3 smoke, causal', causal, 'max |fa3 - fa2|', (a.float() - b.float()).abs().max().item())" 2>&1 | tee "$OUT/fa3_smoke.log"
-         timeout 420 python3 -m pytest -q -n 8 --timeout 120 --timeout-method thread --maxfail 40 -k fa3 tests/test_cuda_fwd.py 2>&1 \
+    print('fa3 smoke, causal', causal, 'max |fa3 - fa2|', (a.float() - b.float()).abs().max().item())" 2>&1 | tee "$OUT/fa3_smoke.log" ;;
+    fa3_tests) timeout ${FA3_TESTS_TIMEOUT:-420} python3 -m pytest -q -n 8 --timeout 120 --timeout-method thread --maxfail 40 -k fa3 tests/test_cuda_fwd.py 2>&1 \
            | tee "$OUT/fa3_tests.log" | tail -30 ;;
     fa3_variants) for v in ${FA3_VARIANTS:-110 111}; do  # fa3 builds (overlap, ping-pong, persistent digits), each its own tree
            ov=${v:0:1}; pp=${v:1:1}; ps=${v:2:1}
@@ -54,8 +54,10 @@ for causal in (False, True):
               done 2>&1 | tee "$OUT/ab_bench.log" | grep -vE "^torch_flashinfer: build|^\[#" | tail -60
               tar -C /tmp -cf "$OUT/ab_bench.tar" ab ;;
     tune) python3 benchmarks/tune_fa2.py --out "$OUT/fa2_tiles.json" --head-dims "${TUNE_DIMS:-64,128,256}" ${TUNE_ARGS:-} 2>&1 | tee "$OUT/tune.log" | tail -60 ;;
-    bench) python3 -m torch_flashinfer.benchmark --suite "${SUITE:-llm}" ${SCENARIOS:+--scenarios $SCENARIOS} ${BENCH_ARGS:-} --device cuda --out /tmp/bench 2>&1 | tee "$OUT/bench_${SUITE:-llm}.log" | tail -80
-           tar -C /tmp -cf "$OUT/bench_${SUITE:-llm}.tar" bench ;;  # one file: at most 8 come back
+    bench) for suite in ${SUITE:-llm}; do  # SUITE="llm seed": one run each; SCENARIOS applies to every suite
+             timeout ${BENCH_TIMEOUT:-540} python3 -m torch_flashinfer.benchmark --suite $suite ${SCENARIOS:+--scenarios $SCENARIOS} \
+               ${BENCH_ARGS:-} --device cuda --out /tmp/bench 2>&1 | tee "$OUT/bench_$suite.log" | grep -vE "^torch_flashinfer: build"
+           done; tar -C /tmp -cf "$OUT/bench.tar" bench ;;  # one file: at most 8 come back
     ncu) ncu --clock-control none -k regex:fwd_kernel -c 1 --section SpeedOfLight --section WarpStateStats \
            --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --section Occupancy python3 -c "
 import torch, torch_flashinfer
