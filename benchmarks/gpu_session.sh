@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call: install, build every kernel, run the GPU tests, then an optional step.
-#   bash benchmarks/gpu_session.sh [fa3|fa3_tests|fa3_variants|tests|alltests|hftests|tune|tune_split|tune_paged|ncu_short|ncu_paged|ab_split|ab_paged|ab_bench|bench|decode|ncu|ncu_cmp|ncu_decode|llama|sanitize]...
-#   (env: SUITE, SCENARIOS, BENCH_ARGS, BENCH_TIMEOUT, FA3_TESTS_TIMEOUT, SANITIZE_ALGOS, FA3_VARIANTS, TUNE_DIMS, TUNE_ARGS, PAGES, PAGED_ARGS, LLAMA_ARGS, NCU_CAUSAL, NCU_SHAPES, AB_CSRC)
+#   bash benchmarks/gpu_session.sh [fa3|fa3_tests|fa3_variants|fa3_choice|fa3_ab|tests|alltests|hftests|tune|tune_split|tune_paged|ncu_short|ncu_paged|ab_split|ab_paged|ab_bench|bench|decode|ncu|ncu_cmp|ncu_decode|llama|sanitize]...
+#   (env: SUITE, SCENARIOS, BENCH_ARGS, BENCH_TIMEOUT, FA3_TESTS_TIMEOUT, CHOICE_ARGS, CHOICE_TIMEOUT, AB_GROUPS, SANITIZE_TIMEOUT, SANITIZE_ALGOS, FA3_VARIANTS, TUNE_DIMS, TUNE_ARGS, PAGES, PAGED_ARGS, LLAMA_ARGS, NCU_CAUSAL, NCU_SHAPES, AB_CSRC)
 # Logs and JSON land in $OUT (the device tool brings them back).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 MAX_JOBS=16 TORCH_FLASHINFER_CACHE_DIR=/tmp/tfi_cache
@@ -10,6 +10,12 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv > "
 python3 -m pip install -q --no-deps --no-build-isolation -e . > /tmp/install.log 2>&1 || { cat /tmp/install.log; exit 1; }
 ( time python3 -m torch_flashinfer.build ) > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
 tail -3 "$OUT/build.log"
+fa3_tree() {  # tree=/tmp/csrc_fa3_o<overlap>p<ping-pong>s<persistent>: csrc with those fa3 schedule macros
+  local ov=${1:0:1} pp=${1:1:1} ps=${1:2:1}
+  tree=/tmp/csrc_fa3_o${ov}p${pp}s$ps; rm -rf "$tree"; cp -r csrc "$tree"
+  sed -i "s/#define TFI_FA3_OVERLAP 0/#define TFI_FA3_OVERLAP $ov/; s/#define TFI_FA3_PINGPONG 0/#define TFI_FA3_PINGPONG $pp/;
+          s/#define TFI_FA3_PERSISTENT 1/#define TFI_FA3_PERSISTENT $ps/" "$tree/kernels/fa3/tile_config.h"
+}
 for step in "$@"; do
   case $step in
     fa3) nvcc -std=c++17 -O2 -gencode=arch=compute_90a,code=sm_90a -Icsrc/include -Icsrc/kernels benchmarks/fa3_probe.cu \
@@ -22,14 +28,18 @@ for causal in (False, True):
     print('fa3 smoke, causal', causal, 'max |fa3 - fa2|', (a.float() - b.float()).abs().max().item())" 2>&1 | tee "$OUT/fa3_smoke.log" ;;
     fa3_tests) timeout ${FA3_TESTS_TIMEOUT:-420} python3 -m pytest -q -n 8 --timeout 120 --timeout-method thread --maxfail 40 -k fa3 tests/test_cuda_fwd.py 2>&1 \
            | tee "$OUT/fa3_tests.log" | tail -30 ;;
-    fa3_variants) for v in ${FA3_VARIANTS:-110 111}; do  # fa3 builds (overlap, ping-pong, persistent digits), each its own tree
-           ov=${v:0:1}; pp=${v:1:1}; ps=${v:2:1}
-           tree=/tmp/csrc_fa3_o${ov}p${pp}s$ps; rm -rf "$tree"; cp -r csrc "$tree"  # (then AB_CSRC=$tree ... ab_bench)
-           sed -i "s/#define TFI_FA3_OVERLAP 0/#define TFI_FA3_OVERLAP $ov/; s/#define TFI_FA3_PINGPONG 0/#define TFI_FA3_PINGPONG $pp/;
-                   s/#define TFI_FA3_PERSISTENT 1/#define TFI_FA3_PERSISTENT $ps/" "$tree/kernels/fa3/tile_config.h"
-           echo "== fa3 overlap $ov ping-pong $pp persistent $ps"; TORCH_FLASHINFER_CSRC=$tree timeout 540 python3 -m pytest -q -n 8 \
+    fa3_variants) for v in ${FA3_VARIANTS:-110 111}; do  # the fa3 tests on each fa3 build (overlap, ping-pong, persistent digits)
+           fa3_tree $v; echo "== fa3 overlap ${v:0:1} ping-pong ${v:1:1} persistent ${v:2:1}"
+           TORCH_FLASHINFER_CSRC=$tree timeout 540 python3 -m pytest -q -n 8 \
              --timeout 180 --timeout-method thread --maxfail 20 -k fa3 tests/test_cuda_fwd.py 2>&1 | tail -6  # (first calls build the tree)
          done 2>&1 | tee "$OUT/fa3_variants.log" ;;
+    fa3_choice) timeout ${CHOICE_TIMEOUT:-300} python3 benchmarks/fa3_choice.py --out "$OUT/fa3_choice.json" ${CHOICE_ARGS:-} 2>&1 \
+           | tee "$OUT/fa3_choice.log" | grep -v "^torch_flashinfer: build" ;;
+    fa3_ab) for v in ${FA3_VARIANTS:-110 111}; do  # fa3 prefill timings of each fa3 build against this tree's
+           fa3_tree $v; echo "== fa3 overlap ${v:0:1} ping-pong ${v:1:1} persistent ${v:2:1}"
+           TORCH_FLASHINFER_CSRC=$tree timeout 200 python3 benchmarks/fa3_choice.py --algos fa3 --groups ${AB_GROUPS:-prefill} \
+             --out "/tmp/ab/fa3_$v.json"; done 2>&1 | tee "$OUT/fa3_ab.log" | grep -v "^torch_flashinfer: build"
+         tar -C /tmp -cf "$OUT/fa3_ab.tar" ab ;;
     tests) python3 -m pytest -q -n 8 --timeout 300 --timeout-method thread tests/test_cuda_binding.py tests/test_cuda_decode.py tests/test_cuda_fwd.py 2>&1 | tee "$OUT/gpu_tests.log" | tail -25 ;;
     alltests) python3 -m pytest -q -n 8 --timeout 300 --timeout-method thread tests 2>&1 | tee "$OUT/all_tests.log" | tail -25 ;;
     hftests) python3 -m pytest -q tests/test_transformers.py 2>&1 | tee "$OUT/hf_tests.log" | tail -25 ;;
@@ -115,7 +125,7 @@ torch_flashinfer.flash_attn_with_kvcache(q, kp, vp, cache_seqlens=lens, block_ta
                   python3 benchmarks/profile_decode.py --ncu; done 2>&1 | tee "$OUT/ncu_dram.log" | grep -vE "^==PROF==" | tail -60 ;;
     llama) python3 examples/llama_generate.py ${LLAMA_ARGS:-} 2>&1 | tee "$OUT/llama.log" | tail -15 ;;
     sanitize) for tool in memcheck racecheck synccheck; do
-                compute-sanitizer --tool $tool --error-exitcode 1 python3 benchmarks/sanitize_cases.py ${SANITIZE_ALGOS:-} \
+                timeout ${SANITIZE_TIMEOUT:-300} compute-sanitizer --tool $tool --error-exitcode 1 python3 benchmarks/sanitize_cases.py ${SANITIZE_ALGOS:-} \
                   > "$OUT/sanitize_$tool.log" 2>&1
                 echo "compute-sanitizer $tool: rc=$? $(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$OUT/sanitize_$tool.log" | tail -1)"
               done ;;

@@ -52,19 +52,30 @@ def build_all(out_dir=None, archs: Optional[list[str]] = None) -> list:
         return list(pool.map(lambda lib: _build.build_kernel_library(lib, archs, out_dir), all_libraries()))
 
 
-def resolve_algo(algo: str, layout: FwdLayout, seqlen_q: int) -> str:
-    """The kernel family that runs a call: the one place where "auto" is decided.
+def tma_strides(*tensors: Tensor) -> bool:
+    """Whether fa3's TMA maps can describe these tensors: no zero stride (an ``expand``ed view) on
+    a dimension longer than 1, and strides under 2^40 bytes (the binding checks 16-byte multiples)."""
+    return all(n == 1 or 0 < s * t.element_size() < 1 << 40
+               for t in tensors for n, s in zip(t.shape, t.stride()))
+
+
+def resolve_algo(algo: str, layout: FwdLayout, seqlen_q: int, sm: tuple[int, int], tma_ok: bool = True) -> str:
+    """The kernel family that runs a call on a GPU of compute capability ``sm``: the one place
+    where "auto" is decided (``tma_ok``: ``tma_strides`` of q, k, v).
 
     Decode-shaped calls (dense q of at most DECODE_MAX_SEQLEN_Q tokens) go to split_kv, which
-    packs a K/V head's query heads into one tile and splits the keys over the SMs; everything
-    else (prefill, packed hybrid batches) goes to fa2. fa1 (FlashAttention-1's loop order, kept
-    to reproduce the seed study) is never chosen: on the H100 it is slower than fa2 on every
-    row of the seed suite and than split_kv on every decode row (benchmarks/results/h100/seed.json).
-    fa3 (Hopper: TMA, wgmma, warp-specialised) is not chosen until a GPU run has measured it
-    against fa2 (README Limitations).
+    packs a K/V head's query heads into one tile and splits the keys over the SMs. Other dense q
+    goes to fa3 on Hopper (sm_90) where its TMA maps can describe the tensors: 1.0x (b32 x 512
+    causal) to 1.6x (d=256) fa2 on the prefill rows of the llm suite on the H200
+    (benchmarks/results/h200/llm.json); to fa2 elsewhere. Packed varlen q (hybrid batches, whose
+    short sequences fa2 runs as GQA-packed decode rows) goes to fa2. fa1 (FlashAttention-1's loop
+    order, kept to reproduce the seed study) is never chosen: on the H100 it is slower than fa2 on
+    every row of the seed suite and than split_kv on every decode row (benchmarks/results/h100/seed.json).
     """
     if algo == "auto":
-        return "split_kv" if not layout.varlen_q and seqlen_q <= DECODE_MAX_SEQLEN_Q else "fa2"
+        if not layout.varlen_q and seqlen_q <= DECODE_MAX_SEQLEN_Q:
+            return "split_kv"
+        return "fa3" if sm == (9, 0) and tma_ok and not layout.varlen_q else "fa2"
     if algo not in FAMILIES:
         raise NotImplementedError(f"flashinfer.fwd: algo {algo!r} has no CUDA kernel yet; available: "
                                   f"auto, {', '.join(FAMILIES)}")
@@ -135,9 +146,10 @@ def plan_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, ca
                                    cache_leftpad, block_table, alibi_slopes, softmax_scale, window_left,
                                    window_right, softcap, num_splits, algo)
     seqlen_q = max_seqlen_q if layout.varlen_q else q.shape[1]
-    family = resolve_algo(algo, layout, seqlen_q)
-    if family in HOPPER_FAMILIES and torch.cuda.get_device_capability(q.device) != (9, 0):
-        major, minor = torch.cuda.get_device_capability(q.device)
+    sm = torch.cuda.get_device_capability(q.device)
+    family = resolve_algo(algo, layout, seqlen_q, sm, tma_strides(q, k, v))
+    if family in HOPPER_FAMILIES and sm != (9, 0):
+        major, minor = sm
         raise NotImplementedError(f"flashinfer.fwd: algo {family!r} runs on Hopper GPUs (sm_90) only; "
                                   f"{q.device} is sm_{major}{minor}")
     kernel, workspace, counters = _fwd_entry(family, q.dtype, layout.head_dim, q.device)

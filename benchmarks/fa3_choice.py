@@ -1,0 +1,109 @@
+"""Time fa2 against fa3 (and the other algos asked for) on the shapes where "auto" must choose
+between them on Hopper: every head dim, paged caches of every page kind, short dense q (chunked
+prefill, speculative verification) and varlen prefill batches; writes the table behind
+``_kernels.resolve_algo``.
+
+    python benchmarks/fa3_choice.py --out benchmarks/results/h200/fa3_choice.json [--algos fa2,fa3] [--groups ...]
+
+Every call goes through ``torch.ops.flashinfer.fwd`` (the timing of the benchmark CLI: median, L2
+flushed before each call). ``TORCH_FLASHINFER_CSRC`` points it at another source tree, so the same
+table times a tuning build (gpu_session.sh ``fa3_ab``).
+"""
+
+import argparse
+import json
+import sys
+
+import torch
+
+import torch_flashinfer  # noqa: F401
+from torch_flashinfer.benchmark import timing
+
+DTYPE = torch.float16
+TOKENS = 16384  # tokens per prefill point, as in the llm suite
+
+
+def dense(b, sq, sk, hq, hk, d, causal=True):
+    return dict(kind="dense", batch=b, seqlen_q=sq, seqlen_k=sk, heads_q=hq, heads_k=hk, head_dim=d, causal=causal)
+
+
+GROUPS = {
+    # llm suite's prefill: d=128, 16k tokens, causal and not, and its head-dim rows
+    "prefill": [dense(TOKENS // s, s, s, 32, 32, 128, c) for c in (False, True) for s in (512, 2048, 8192)]
+    + [dense(4, 4096, 4096, 32, 32, 64), dense(4, 4096, 4096, 16, 16, 256)],
+    # every head dim at 4 x 4k causal, about 4096 model width (heads = 4096 // d)
+    "head_dims": [dense(4, 4096, 4096, 4096 // d, 4096 // d, d) for d in (32, 64, 96, 128, 160, 192, 224, 256)],
+    # a paged cache of 4 x 4k keys, 4k queries each, causal: TMA pages (16, 32, 64, 128, 256) and the
+    # copy warpgroup's cp.async pages (1, 5, 24, 40, 96)
+    "paged": [dict(dense(4, 4096, 4096, 32, 8, 128), kind="paged", page_size=p)
+              for p in (1, 5, 16, 24, 32, 40, 64, 96, 128, 256)],
+    # short dense q against a long cache (chunked prefill, speculative verification)
+    "short_q": [dict(dense(16, sq, 4096, 32, 8, 128), kind="cache") for sq in (9, 16, 32, 64, 128, 256)],
+    # varlen prefill: 64 prompts of ragged lengths around the mean, causal
+    "varlen": [dict(kind="varlen", batch=64, seqlen_q=s, seqlen_k=s, heads_q=32, heads_k=8, head_dim=128, causal=True)
+               for s in (64, 128, 512, 2048)],
+}
+
+
+def make_call(case, algo, gen):
+    b, sq, sk, hq, hk, d = (case[k] for k in ("batch", "seqlen_q", "seqlen_k", "heads_q", "heads_k", "head_dim"))
+    fwd = torch.ops.flashinfer.fwd
+
+    def randn(*shape):
+        return torch.randn(*shape, device="cuda", dtype=DTYPE, generator=gen)
+
+    if case["kind"] == "varlen":
+        lens = torch.randint(sq // 2, sq * 3 // 2 + 1, (b,), generator=gen, device="cuda")
+        cu = torch.nn.functional.pad(lens.cumsum(0), (1, 0)).to(torch.int32)
+        total, max_len = int(cu[-1]), int(lens.max())
+        q, k, v = randn(total, hq, d), randn(total, hk, d), randn(total, hk, d)
+        return lambda: fwd(q, k, v, cu_seqlens_q=cu, cu_seqlens_k=cu, max_seqlen_q=max_len, max_seqlen_k=max_len,
+                           causal=case["causal"], algo=algo)
+    q = randn(b, sq, hq, d)
+    if case["kind"] == "paged":
+        page = case["page_size"]
+        pages = b * -(-sk // page)
+        kc, vc = randn(pages, page, hk, d), randn(pages, page, hk, d)
+        table = torch.randperm(pages, generator=gen, device="cuda").reshape(b, -1).to(torch.int32)
+        lens = torch.full((b,), sk, dtype=torch.int32, device="cuda")
+        return lambda: fwd(q, kc, vc, cache_seqlens=lens, block_table=table, causal=case["causal"], algo=algo)
+    k, v = randn(b, sk, hk, d), randn(b, sk, hk, d)
+    if case["kind"] == "cache":
+        lens = torch.full((b,), sk, dtype=torch.int32, device="cuda")
+        return lambda: fwd(q, k, v, cache_seqlens=lens, causal=case["causal"], algo=algo)
+    return lambda: fwd(q, k, v, causal=case["causal"], algo=algo)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--algos", default="fa2,fa3")
+    ap.add_argument("--groups", default=",".join(GROUPS))
+    ap.add_argument("--iters", type=int, default=50)
+    args = ap.parse_args()
+    algos = args.algos.split(",")
+    device = torch.device("cuda")
+    rows = []
+    for group in args.groups.split(","):
+        for case in GROUPS[group]:
+            row = dict(case, group=group)
+            for algo in algos:
+                gen = torch.Generator(device="cuda").manual_seed(0)
+                try:
+                    row[algo + "_ms"] = round(timing.median_ms(make_call(case, algo, gen), device, args.iters), 5)
+                except (RuntimeError, NotImplementedError, ValueError) as err:
+                    row[algo + "_ms"] = None
+                    print(f"{algo} refused {case}: {str(err).splitlines()[0][:160]}", file=sys.stderr)
+            ms = [row[a + "_ms"] for a in algos]
+            print(group, {k: v for k, v in case.items() if k not in ("kind", "causal") or v is not True},
+                  " ".join(f"{a} {m}" for a, m in zip(algos, ms)),
+                  f"(first/last {ms[0] / ms[-1]:.3f})" if None not in ms else "", flush=True)
+            rows.append(row)
+            torch.cuda.empty_cache()
+    info = timing.device_info(device)
+    with open(args.out, "w") as f:
+        json.dump(dict(device=info, dtype="float16", algos=algos, rows=rows), f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
