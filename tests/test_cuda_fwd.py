@@ -299,6 +299,20 @@ def test_fa3_refused_off_hopper():
         torch.ops.flashinfer.fwd(**built.args, algo="fa3")
 
 
+def test_auto_takes_fa3_where_tma_copies():
+    """On Hopper "auto" runs dense prefill on fa3 unless its copies would fall back to cp.async
+    (pages that neither hold nor divide its key tile) or TMA cannot map the strides."""
+    skip_unless_runs("fa3")
+    for head_dim, by_tma, not_by_tma in ((128, (8, 16, 32, 64, 128, 256, 384), (1, 5, 24, 40, 96)),
+                                         (256, (8, 16, 40, 80, 160, 240), (1, 32, 64, 256)),
+                                         (192, (16, 32, 96, 192), (64, 128, 256))):
+        for page in by_tma + not_by_tma:
+            assert _kernels.fa3_paged_by_tma(torch.float16, head_dim, torch.device("cuda"), page) == (page in by_tma)
+    for page in (5, 16):  # auto's choice runs and matches the reference either way
+        check_case(Case("paged", [130, 130], [170, 300], 4, 2, 128, torch.float16, causal=True, page_size=page),
+                   algo="auto")
+
+
 def test_append_kv_cuda_matches_cpu():
     b, hk, d, new = 3, 2, 128, 5
     for paged in (False, True):

@@ -1,5 +1,8 @@
 """The one place where "auto" picks a kernel family (``_kernels.resolve_algo``): CPU-only checks."""
 
+import re
+from pathlib import Path
+
 import torch
 
 from torch_flashinfer import _kernels
@@ -17,6 +20,8 @@ def test_decode_goes_to_split_kv_everywhere():
 
 def test_prefill_goes_to_fa3_on_hopper_only():
     assert _kernels.resolve_algo("auto", DENSE, 128, (9, 0)) == "fa3"
+    assert _kernels.resolve_algo("auto", DENSE, _kernels.FA2_PACKED_MAX_SEQLEN_Q + 1, (9, 0)) == "fa3"
+    assert _kernels.resolve_algo("auto", DENSE, _kernels.FA2_PACKED_MAX_SEQLEN_Q, (9, 0)) == "fa2"
     for sm in ((8, 0), (8, 6), (8, 9), (10, 0), (12, 0)):
         assert _kernels.resolve_algo("auto", DENSE, 128, sm) == "fa2"
 
@@ -24,7 +29,23 @@ def test_prefill_goes_to_fa3_on_hopper_only():
 def test_varlen_and_untma_strides_go_to_fa2():
     assert _kernels.resolve_algo("auto", VARLEN, 1, (9, 0)) == "fa2"
     assert _kernels.resolve_algo("auto", VARLEN, 128, (9, 0)) == "fa2"
-    assert _kernels.resolve_algo("auto", DENSE, 128, (9, 0), tma_ok=False) == "fa2"
+    assert _kernels.resolve_algo("auto", DENSE, 128, (9, 0), fa3_fits=lambda: False) == "fa2"
+
+
+def test_fits_is_asked_only_for_fa3():
+    def never():
+        raise AssertionError("fa3_fits asked")
+
+    assert _kernels.resolve_algo("auto", DENSE, 1, (9, 0), never) == "split_kv"
+    assert _kernels.resolve_algo("auto", VARLEN, 128, (9, 0), never) == "fa2"
+    assert _kernels.resolve_algo("auto", DENSE, 128, (8, 0), never) == "fa2"
+    assert _kernels.resolve_algo("fa3", DENSE, 128, (9, 0), never) == "fa3"
+
+
+def test_packed_rows_bound_is_fa2s():
+    header = Path(__file__).parents[1] / "csrc" / "kernels" / "fa2" / "tile_config.h"
+    bound = re.search(r"constexpr int kDecodeMaxSeqlenQ = (\d+);", header.read_text())
+    assert int(bound.group(1)) == _kernels.FA2_PACKED_MAX_SEQLEN_Q
 
 
 def test_explicit_algo_is_kept():

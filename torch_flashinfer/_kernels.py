@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -24,6 +24,7 @@ Tensor = torch.Tensor
 FAMILIES = ("fa1", "fa2", "fa3", "split_kv")  # kernel families built so far; "auto" picks among them
 HOPPER_FAMILIES = ("fa3",)  # sm_90 only (wgmma, TMA); their libraries build for other archs as stubs
 DECODE_MAX_SEQLEN_Q = 8  # "auto" sends dense q with at most this many tokens to split_kv
+FA2_PACKED_MAX_SEQLEN_Q = 16  # fa2 runs sequences of at most this many queries as decode rows (kDecodeMaxSeqlenQ)
 _DTYPE_TAGS = {torch.float16: "fp16", torch.bfloat16: "bf16"}
 COMMON = KernelLibrary("common", ("kernels/append_kv.cu",))
 
@@ -59,23 +60,32 @@ def tma_strides(*tensors: Tensor) -> bool:
                for t in tensors for n, s in zip(t.shape, t.stride()))
 
 
-def resolve_algo(algo: str, layout: FwdLayout, seqlen_q: int, sm: tuple[int, int], tma_ok: bool = True) -> str:
+def resolve_algo(algo: str, layout: FwdLayout, seqlen_q: int, sm: tuple[int, int],
+                 fa3_fits: Callable[[], bool] = lambda: True) -> str:
     """The kernel family that runs a call on a GPU of compute capability ``sm``: the one place
-    where "auto" is decided (``tma_ok``: ``tma_strides`` of q, k, v).
+    where "auto" is decided. ``fa3_fits()``: whether fa3's TMA copies can take the call's tensors
+    (``tma_strides``, and a paged cache's pages: ``fa3_paged_by_tma``); asked only when it matters.
 
-    Decode-shaped calls (dense q of at most DECODE_MAX_SEQLEN_Q tokens) go to split_kv, which
-    packs a K/V head's query heads into one tile and splits the keys over the SMs. Other dense q
-    goes to fa3 on Hopper (sm_90) where its TMA maps can describe the tensors: 1.0x (b32 x 512
-    causal) to 1.6x (d=256) fa2 on the prefill rows of the llm suite on the H200
-    (benchmarks/results/h200/llm.json); to fa2 elsewhere. Packed varlen q (hybrid batches, whose
-    short sequences fa2 runs as GQA-packed decode rows) goes to fa2. fa1 (FlashAttention-1's loop
-    order, kept to reproduce the seed study) is never chosen: on the H100 it is slower than fa2 on
-    every row of the seed suite and than split_kv on every decode row (benchmarks/results/h100/seed.json).
+    Measured on the H200 (fp16; benchmarks/results/h200/fa3_choice.json, llm.json, seed.json):
+    - dense q of at most DECODE_MAX_SEQLEN_Q tokens: split_kv, which packs a K/V head's query heads
+      into one tile and splits the keys over the SMs;
+    - dense q of at most FA2_PACKED_MAX_SEQLEN_Q tokens: fa2, whose GQA-packed decode rows take
+      0.13 ms at 16 x 16 queries x 4k keys, against fa3's 128-query tiles' 0.24;
+    - other dense q on Hopper (sm_90): fa3, 1.0x (d=32; b32 x 512 causal) to 1.9x (d=160) fa2 on
+      every prefill row and head dim, and 1.5-1.7x on paged caches whose pages TMA copies (16, 32,
+      64, 128, 256 at d=128); fa2 where fa3 does not fit (0.5-0.6x fa2 on pages of 1, 5, 24, 40, 96);
+    - packed varlen q: fa2. Its short sequences run as GQA-packed decode rows: fa3 is 0.70x fa2 on
+      a batch of decode requests, 0.88-1.13x on ragged prompt batches, 1.17x at 100 % prefill.
+    - fa1 (FlashAttention-1's loop order, kept to reproduce the seed study) is never chosen: on
+      the H100 it is slower than fa2 on every row of the seed suite and than split_kv on every
+      decode row (benchmarks/results/h100/seed.json).
     """
     if algo == "auto":
-        if not layout.varlen_q and seqlen_q <= DECODE_MAX_SEQLEN_Q:
+        if layout.varlen_q:
+            return "fa2"
+        if seqlen_q <= DECODE_MAX_SEQLEN_Q:
             return "split_kv"
-        return "fa3" if sm == (9, 0) and tma_ok and not layout.varlen_q else "fa2"
+        return "fa3" if sm == (9, 0) and seqlen_q > FA2_PACKED_MAX_SEQLEN_Q and fa3_fits() else "fa2"
     if algo not in FAMILIES:
         raise NotImplementedError(f"flashinfer.fwd: algo {algo!r} has no CUDA kernel yet; available: "
                                   f"auto, {', '.join(FAMILIES)}")
@@ -106,6 +116,16 @@ def _fwd_entry(family: str, dtype: torch.dtype, head_dim: int, device: torch.dev
     if fn is None:
         fn = _entry_points[key] = _load_entries(fwd_library(family, dtype, head_dim), FWD_ENTRY_POINTS, device)
     return fn
+
+
+def fa3_paged_by_tma(dtype: torch.dtype, head_dim: int, device: torch.device, page_size: int) -> bool:
+    """Whether fa3 copies a paged cache of ``page_size`` (no left padding) by TMA (api.h)."""
+    key = ("fa3_paged_by_tma", dtype, head_dim, device.index)
+    fn = _entry_points.get(key)
+    if fn is None:
+        address = _load_entries(fwd_library("fa3", dtype, head_dim), ("tfi_fa3_paged_by_tma",), device)[0]
+        fn = _entry_points[key] = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)(address)
+    return bool(fn(page_size))
 
 
 def binding():
@@ -147,7 +167,12 @@ def plan_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, ca
                                    window_right, softcap, num_splits, algo)
     seqlen_q = max_seqlen_q if layout.varlen_q else q.shape[1]
     sm = torch.cuda.get_device_capability(q.device)
-    family = resolve_algo(algo, layout, seqlen_q, sm, tma_strides(q, k, v))
+    def fa3_fits():
+        paged = layout.kv_layout == "paged"
+        return tma_strides(q, k, v) and not (paged and (cache_leftpad is not None or not fa3_paged_by_tma(
+            q.dtype, layout.head_dim, q.device, k.shape[1])))
+
+    family = resolve_algo(algo, layout, seqlen_q, sm, fa3_fits)
     if family in HOPPER_FAMILIES and sm != (9, 0):
         major, minor = sm
         raise NotImplementedError(f"flashinfer.fwd: algo {family!r} runs on Hopper GPUs (sm_90) only; "

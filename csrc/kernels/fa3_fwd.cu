@@ -1,4 +1,4 @@
-// Kernel library "fa3_<dtype>_hd<head_dim>" (Hopper prefill, varlen, paged): exports tfi_fwd, tfi_fwd_workspace and tfi_fwd_counters (api.h).
+// Kernel library "fa3_<dtype>_hd<head_dim>" (Hopper prefill, varlen, paged): exports tfi_fwd, tfi_fwd_workspace, tfi_fwd_counters and tfi_fa3_paged_by_tma (api.h).
 #include "torch_flashinfer/api.h"
 
 #include "common/variant.h"
@@ -13,3 +13,12 @@ TFI_EXPORT const char* tfi_fwd(const torch_flashinfer::FwdParams* p, cudaStream_
 TFI_EXPORT long long tfi_fwd_workspace(const torch_flashinfer::FwdParams*) { return 0; }
 
 TFI_EXPORT long long tfi_fwd_counters(const torch_flashinfer::FwdParams*) { return 0; }
+
+TFI_EXPORT int tfi_fa3_paged_by_tma(int page_size) {
+  using namespace torch_flashinfer;
+  FwdParams p{};
+  p.kv_layout = KvLayout::kPaged;
+  p.page_size = page_size;
+  constexpr int block_n = fa3::block_n_for(TFI_HEAD_DIM);
+  return kv_mode(p, block_n) == KvMode::kPagedTile || fa3::tma_pages_per_tile(p, block_n) > 0;
+}

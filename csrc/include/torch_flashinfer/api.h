@@ -17,4 +17,8 @@ using tfi_fwd_counters_fn = long long (*)(const torch_flashinfer::FwdParams*);
 using tfi_fwd_fn = const char* (*)(const torch_flashinfer::FwdParams*, cudaStream_t);
 using tfi_append_kv_fn = const char* (*)(const torch_flashinfer::AppendKvParams*, cudaStream_t);
 
+// fa3 libraries only: 1 when a paged cache of this page size (without left padding) is copied by
+// TMA, 0 when by the copy warpgroup's cp.async loop (then "auto" takes fa2, _kernels.resolve_algo).
+using tfi_fa3_paged_by_tma_fn = int (*)(int page_size);
+
 #define TFI_EXPORT extern "C" __attribute__((visibility("default")))

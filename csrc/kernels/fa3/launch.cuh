@@ -96,7 +96,8 @@ const char* run_fwd(const FwdParams& p, cudaStream_t stream) {
   const int num_m_blocks = (p.seqlen_q + S::kBlockM - 1) / S::kBlockM;
   const long long items = (long long)num_m_blocks * p.batch * p.heads_q;
   if (items == 0) return nullptr;
-  const long long grid = kPersistent && p.num_sms > 0 && items > p.num_sms ? p.num_sms : items;
+  const bool uniform_items = !(p.causal || p.window_left >= 0 || p.window_right >= 0) || num_m_blocks == 1;
+  const long long grid = kPersistent && uniform_items && p.num_sms > 0 && items > p.num_sms ? p.num_sms : items;
   // A CTA's item index steps by the grid: item + grid must stay an int.
   if (items > 0x7fffffffLL - grid) return "too many query tiles x heads x sequences for one launch";
 

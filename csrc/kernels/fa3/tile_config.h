@@ -8,14 +8,19 @@
 // (d=256: 40 + 20 + 128).
 // d=224 takes 64 (96 fits, but with the persistent loop's state its math warpgroups spilled 72-96
 // bytes; 80 does not split evenly over the copy warpgroup's cp.async loop).
-// The schedule of the math warpgroups (fwd_kernel.cuh): each tile's Q K^T, softmax and P V in
-// turn, or FlashAttention-3's overlap of one tile's softmax with the previous tile's P V, with
-// or without the two warpgroups taking turns (ping-pong).
+// The schedule of the math warpgroups (fwd_kernel.cuh): FlashAttention-3's overlap of one tile's
+// softmax with the previous tile's P V, the two warpgroups taking turns (ping-pong), for head
+// dims up to 128; each tile's Q K^T, softmax and P V in turn above. On the H200 (fp16, 4 x 4k
+// causal, benchmarks/results/h200/fa3_schedules.json) the overlapped schedule takes 0.746 ms
+// against 0.843 at d=64 and 2.00 against 2.30 at 2 x 8k d=128; it also ran 0.936 against
+// 1.271 at d=256, but spills 32-136 bytes there (44-108 at d=160-224, beyond the compile
+// check's budget), so those stay plain.
 // Persistent CTAs: with more work items than SMs, one CTA per SM runs items at a stride of the
 // grid, and an item's first K/V tile is copied during the previous item's math (one CTA fits an
 // SM, so without this nothing hides an item's first copies: short prompts are all first copies).
-// Not yet timed on a GPU: the shapes are those FlashAttention-3 reports for the H100, cut to what
-// fits two stages, and the shipped schedule is the plain one until the overlap is measured.
+// Only where items cost the same (launch.cuh): unmasked, or one query tile per sequence. A causal
+// prompt's query tiles take 1..n key tiles, and the static stride then loads some SMs with the
+// long ones: 2.17 against 2.00 ms at 2 x 8k causal, 0.274 against 0.336 at 32 x 512 unmasked.
 // Tuning builds override them with -DTFI_FA3_BLOCK_N=64|80|96|128 (the shapes of fa3/wgmma.cuh)
 // -DTFI_FA3_OVERLAP=0|1 -DTFI_FA3_PINGPONG=0|1 -DTFI_FA3_PERSISTENT=0|1.
 #pragma once
@@ -31,17 +36,19 @@ constexpr int block_n_for(int) { return TFI_FA3_BLOCK_N; }
 #else
 constexpr int block_n_for(int head_dim) { return default_block_n(head_dim); }
 #endif
-#ifndef TFI_FA3_OVERLAP
-#define TFI_FA3_OVERLAP 0
+#ifdef TFI_FA3_OVERLAP
+constexpr bool overlap_for(int) { return TFI_FA3_OVERLAP != 0; }
+#else
+constexpr bool overlap_for(int head_dim) { return head_dim <= 128; }
 #endif
-#ifndef TFI_FA3_PINGPONG
-#define TFI_FA3_PINGPONG 0
+#ifdef TFI_FA3_PINGPONG
+constexpr bool pingpong_for(int head_dim) { return TFI_FA3_PINGPONG != 0 && overlap_for(head_dim); }
+#else
+constexpr bool pingpong_for(int head_dim) { return overlap_for(head_dim); }
 #endif
 #ifndef TFI_FA3_PERSISTENT
 #define TFI_FA3_PERSISTENT 1
 #endif
-constexpr bool overlap_for(int) { return TFI_FA3_OVERLAP != 0; }
-constexpr bool pingpong_for(int) { return TFI_FA3_PINGPONG != 0; }
 constexpr bool kPersistent = TFI_FA3_PERSISTENT != 0;
 
 }  // namespace torch_flashinfer::fa3
