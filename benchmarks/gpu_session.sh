@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call: install, build every kernel, run the GPU tests, then an optional step.
 #   bash benchmarks/gpu_session.sh [fa3|fa3_tests|fa3_variants|fa3_choice|fa3_ab|tests|alltests|hftests|tune|tune_split|tune_paged|ncu_short|ncu_paged|ab_split|ab_paged|ab_bench|bench|decode|ncu|ncu_cmp|ncu_decode|llama|sanitize]...
-#   (env: SUITE, SCENARIOS, BENCH_ARGS, BENCH_TIMEOUT, FA3_TESTS_TIMEOUT, CHOICE_ARGS, CHOICE_TIMEOUT, AB_GROUPS, SANITIZE_TIMEOUT, TESTS_ARGS, TESTS_TIMEOUT, SANITIZE_ALGOS, FA3_VARIANTS, TUNE_DIMS, TUNE_ARGS, PAGES, PAGED_ARGS, LLAMA_ARGS, NCU_CAUSAL, NCU_SHAPES, AB_CSRC)
+#   (env: SUITE, SCENARIOS, BENCH_ARGS, BENCH_TIMEOUT, FA3_TESTS_TIMEOUT, CHOICE_ARGS, CHOICE_TIMEOUT, AB_GROUPS, SANITIZE_TIMEOUT, TESTS_K, TESTS_ARGS, TESTS_TIMEOUT, SANITIZE_ALGOS, FA3_VARIANTS, TUNE_DIMS, TUNE_ARGS, PAGES, PAGED_ARGS, LLAMA_ARGS, NCU_CAUSAL, NCU_SHAPES, AB_CSRC)
 # Logs and JSON land in $OUT (the device tool brings them back).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 MAX_JOBS=16 TORCH_FLASHINFER_CACHE_DIR=/tmp/tfi_cache
@@ -40,7 +40,7 @@ for causal in (False, True):
            TORCH_FLASHINFER_CSRC=$tree timeout 200 python3 benchmarks/fa3_choice.py --algos fa3 --groups ${AB_GROUPS:-prefill} \
              --out "/tmp/ab/fa3_$v.json"; done 2>&1 | tee "$OUT/fa3_ab.log" | grep -v "^torch_flashinfer: build"
          tar -C /tmp -cf "$OUT/fa3_ab.tar" ab ;;
-    tests) timeout ${TESTS_TIMEOUT:-540} python3 -m pytest -q -n 8 --timeout 300 --timeout-method thread ${TESTS_ARGS:-} \
+    tests) timeout ${TESTS_TIMEOUT:-540} python3 -m pytest -q -n 8 --timeout 300 --timeout-method thread ${TESTS_K:+-k "$TESTS_K"} ${TESTS_ARGS:-} \
              tests/test_cuda_binding.py tests/test_cuda_decode.py tests/test_cuda_fwd.py 2>&1 | tee "$OUT/gpu_tests.log" | tail -25 ;;
     alltests) python3 -m pytest -q -n 8 --timeout 300 --timeout-method thread tests 2>&1 | tee "$OUT/all_tests.log" | tail -25 ;;
     hftests) python3 -m pytest -q tests/test_transformers.py 2>&1 | tee "$OUT/hf_tests.log" | tail -25 ;;
