@@ -13,8 +13,8 @@
 // dims up to 128; each tile's Q K^T, softmax and P V in turn above. On the H200 (fp16, 4 x 4k
 // causal, benchmarks/results/h200/fa3_schedules.json) the overlapped schedule takes 0.746 ms
 // against 0.843 at d=64 and 2.00 against 2.30 at 2 x 8k d=128; it also ran 0.936 against
-// 1.271 at d=256, but spills 32-136 bytes there (44-108 at d=160-224, beyond the compile
-// check's budget), so those stay plain.
+// 1.271 at d=256, but spills 32-136 bytes there and 44-108 at d=160-224 (the compile check
+// allows 64; 160-224 untimed), so d >= 160 stays plain.
 // Persistent CTAs: with more work items than SMs, one CTA per SM runs items at a stride of the
 // grid, and an item's first K/V tile is copied during the previous item's math (one CTA fits an
 // SM, so without this nothing hides an item's first copies: short prompts are all first copies).
