@@ -11,6 +11,7 @@ python3 -m pip install -q --no-deps --no-build-isolation -e . > /tmp/install.log
 ( time python3 -m torch_flashinfer.build ) > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
 tail -3 "$OUT/build.log"
 fa3_tree() {  # tree=/tmp/csrc_fa3_o<overlap>p<ping-pong>s<persistent>: csrc with those fa3 schedule macros
+  [[ $1 =~ ^[01]{3}$ ]] || { echo "FA3_VARIANTS: three 0/1 digits each, not '$1'"; return 1; }  # (at every head dim)
   local ov=${1:0:1} pp=${1:1:1} ps=${1:2:1}
   tree=/tmp/csrc_fa3_o${ov}p${pp}s$ps; rm -rf "$tree"; cp -r csrc "$tree"
   sed -i "/#pragma once/a #define TFI_FA3_OVERLAP $ov\n#define TFI_FA3_PINGPONG $pp\n#define TFI_FA3_PERSISTENT $ps" \
@@ -29,14 +30,14 @@ for causal in (False, True):
     fa3_tests) timeout ${FA3_TESTS_TIMEOUT:-420} python3 -m pytest -q -n 8 --timeout 120 --timeout-method thread --maxfail 40 -k fa3 tests/test_cuda_fwd.py 2>&1 \
            | tee "$OUT/fa3_tests.log" | tail -30 ;;
     fa3_variants) for v in ${FA3_VARIANTS:-110 111}; do  # the fa3 tests on each fa3 build (overlap, ping-pong, persistent digits)
-           fa3_tree $v; echo "== fa3 overlap ${v:0:1} ping-pong ${v:1:1} persistent ${v:2:1}"
+           fa3_tree $v || continue; echo "== fa3 overlap ${v:0:1} ping-pong ${v:1:1} persistent ${v:2:1}"
            TORCH_FLASHINFER_CSRC=$tree timeout 540 python3 -m pytest -q -n 8 \
              --timeout 180 --timeout-method thread --maxfail 20 -k fa3 tests/test_cuda_fwd.py 2>&1 | tail -6  # (first calls build the tree)
          done 2>&1 | tee "$OUT/fa3_variants.log" ;;
     fa3_choice) timeout ${CHOICE_TIMEOUT:-300} python3 benchmarks/fa3_choice.py --out "$OUT/fa3_choice.json" ${CHOICE_ARGS:-} 2>&1 \
            | tee "$OUT/fa3_choice.log" | grep -v "^torch_flashinfer: build" ;;
     fa3_ab) for v in ${FA3_VARIANTS:-110 111}; do  # fa3 prefill timings of each fa3 build against this tree's
-           fa3_tree $v; echo "== fa3 overlap ${v:0:1} ping-pong ${v:1:1} persistent ${v:2:1}"
+           fa3_tree $v || continue; echo "== fa3 overlap ${v:0:1} ping-pong ${v:1:1} persistent ${v:2:1}"
            TORCH_FLASHINFER_CSRC=$tree timeout 200 python3 benchmarks/fa3_choice.py --algos fa3 --groups ${AB_GROUPS:-prefill} \
              --out "/tmp/ab/fa3_$v.json"; done 2>&1 | tee "$OUT/fa3_ab.log" | grep -v "^torch_flashinfer: build"
          tar -C /tmp -cf "$OUT/fa3_ab.tar" ab ;;

@@ -308,9 +308,28 @@ def test_auto_takes_fa3_where_tma_copies():
                                          (192, (16, 32, 96, 192), (64, 128, 256))):
         for page in by_tma + not_by_tma:
             assert _kernels.fa3_paged_by_tma(torch.float16, head_dim, torch.device("cuda"), page) == (page in by_tma)
-    for page in (5, 16):  # auto's choice runs and matches the reference either way
-        check_case(Case("paged", [130, 130], [170, 300], 4, 2, 128, torch.float16, causal=True, page_size=page),
-                   algo="auto")
+    for page, family in ((5, "fa2"), (16, "fa3")):  # auto's choice, and it matches the reference
+        case = Case("paged", [130, 130], [170, 300], 4, 2, 128, torch.float16, causal=True, page_size=page)
+        a = build(case, device="cuda").args
+        defaults = dict(cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=0, max_seqlen_k=0, cache_seqlens=None,
+                        cache_leftpad=None, block_table=None, alibi_slopes=None, softmax_scale=None, causal=False,
+                        window_left=-1, window_right=-1, softcap=0.0, num_splits=0)
+        plan = _kernels.plan_fwd(**{**defaults, **a}, algo="auto")
+        assert plan[0] == _kernels._fwd_entry(family, torch.float16, 128, torch.device("cuda"))[0], page
+        check_case(case, algo="auto")
+
+
+def test_plans_tell_expanded_views_apart():
+    """One signature's shapes and dtypes, k and v contiguous or an ``expand`` of one head: the plan
+    cache keeps them apart, so "auto" may run the first on fa3 (on Hopper) but never sends the
+    expanded view, which a TMA map cannot describe, there. MQA math: every head of k is the same."""
+    case = Case("dense", [64] * 2, [64] * 2, 4, 1, 128, torch.float16)
+    for contiguous in (True, False, True, False):
+        built = build(case, device="cuda")
+        for name in ("k", "v"):
+            x = built.args[name].expand(-1, -1, 4, -1)
+            built.args[name] = x.contiguous() if contiguous else x
+        check_case(case, algo="auto", built=built)
 
 
 def test_append_kv_cuda_matches_cpu():

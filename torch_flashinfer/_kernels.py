@@ -74,8 +74,9 @@ def resolve_algo(algo: str, layout: FwdLayout, seqlen_q: int, sm: tuple[int, int
     - other dense q on Hopper (sm_90): fa3, 1.0x (d=32; b32 x 512 causal) to 1.9x (d=160) fa2 on
       every prefill row and head dim, and 1.5-1.7x on paged caches whose pages TMA copies (16, 32,
       64, 128, 256 at d=128); fa2 where fa3 does not fit (0.5-0.6x fa2 on pages of 1, 5, 24, 40, 96);
-    - packed varlen q: fa2. Its short sequences run as GQA-packed decode rows: fa3 is 0.70x fa2 on
-      a batch of decode requests, 0.88-1.13x on ragged prompt batches, 1.17x at 100 % prefill.
+    - packed varlen q: fa2. Its short sequences run as GQA-packed decode rows: fa3 is 0.80x fa2 on
+      a batch of decode requests, 0.80-0.97x below 40 % prefill, 1.20x at 100 %, and 0.88-1.13x on
+      batches of ragged prompts.
     - fa1 (FlashAttention-1's loop order, kept to reproduce the seed study) is never chosen: on
       the H100 it is slower than fa2 on every row of the seed suite and than split_kv on every
       decode row (benchmarks/results/h100/seed.json).

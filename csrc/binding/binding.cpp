@@ -237,15 +237,25 @@ bool rows_aligned(const at::Tensor& t) {
   return true;
 }
 
-// Everything the validation reads about a tensor: of its strides, only the last one and whether
-// its rows are aligned.
+// Whether a TMA map can describe the tensor: no zero stride on a dim longer than one and strides
+// under 2^40 bytes (_kernels.tma_strides, which "auto" asks before it picks fa3).
+bool tma_strides(const at::Tensor& t) {
+  for (int64_t d = 0; d < t.dim(); ++d) {
+    const int64_t bytes = t.stride(d) * static_cast<int64_t>(t.element_size());
+    if (t.size(d) > 1 && (bytes <= 0 || bytes >= (int64_t(1) << 40))) return false;
+  }
+  return true;
+}
+
+// Everything the plan reads about a tensor: of its strides, only the last one, whether its rows
+// are aligned and whether TMA can map them.
 void add_tensor(std::vector<int64_t>& key, const at::Tensor& t) {
   key.push_back(static_cast<int64_t>(t.scalar_type()));
   key.push_back(static_cast<int64_t>(t.device().type()) * 1024 + t.device().index());
   key.push_back(t.dim());
   for (int64_t s : t.sizes()) key.push_back(s);
   key.push_back(t.dim() > 0 ? t.stride(-1) : 0);
-  key.push_back(rows_aligned(t));
+  key.push_back(rows_aligned(t) + 2 * tma_strides(t));
 }
 
 void add_tensor(std::vector<int64_t>& key, const OptTensor& t) {

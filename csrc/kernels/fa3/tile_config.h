@@ -13,14 +13,17 @@
 // dims up to 128; each tile's Q K^T, softmax and P V in turn above. On the H200 (fp16, 4 x 4k
 // causal, benchmarks/results/h200/fa3_schedules.json) the overlapped schedule takes 0.746 ms
 // against 0.843 at d=64 and 2.00 against 2.30 at 2 x 8k d=128; it also ran 0.936 against
-// 1.271 at d=256, but spills 32-136 bytes there and 44-108 at d=160-224 (the compile check
-// allows 64; 160-224 untimed), so d >= 160 stays plain.
+// 1.271 at d=256, but spills there (nvcc 13.0, the build's flags: 136 / 20 / 92 bytes for
+// contiguous / paged-row / paged-tile caches; d=192 and 224 80 bytes contiguous), over the compile
+// check's 64. d=160 spills 32 bytes in every mode, within it, but is untimed: d >= 160 stays plain.
 // Persistent CTAs: with more work items than SMs, one CTA per SM runs items at a stride of the
 // grid, and an item's first K/V tile is copied during the previous item's math (one CTA fits an
 // SM, so without this nothing hides an item's first copies: short prompts are all first copies).
-// Only where items cost the same (launch.cuh): unmasked, or one query tile per sequence. A causal
-// prompt's query tiles take 1..n key tiles, and the static stride then loads some SMs with the
-// long ones: 2.17 against 2.00 ms at 2 x 8k causal, 0.274 against 0.336 at 32 x 512 unmasked.
+// Only where the items' work does not grow with their query tile (launch.cuh): unmasked, or one
+// query tile per sequence. A causal prompt's query tiles take 1..n key tiles, and the static stride
+// then loads some SMs with the long ones: 2.17 against 2.00 ms at 2 x 8k causal, 0.274 against
+// 0.336 at 32 x 512 unmasked. Ragged lengths (varlen, cache_seqlens) still take the persistent
+// grid, unmeasured apart from the seed's hybrid batches of 128-token prompts.
 // Tuning builds override them with -DTFI_FA3_BLOCK_N=64|80|96|128 (the shapes of fa3/wgmma.cuh)
 // -DTFI_FA3_OVERLAP=0|1 -DTFI_FA3_PINGPONG=0|1 -DTFI_FA3_PERSISTENT=0|1.
 #pragma once
@@ -42,6 +45,9 @@ constexpr bool overlap_for(int) { return TFI_FA3_OVERLAP != 0; }
 constexpr bool overlap_for(int head_dim) { return head_dim <= 128; }
 #endif
 #ifdef TFI_FA3_PINGPONG
+#if TFI_FA3_PINGPONG && defined(TFI_FA3_OVERLAP) && !TFI_FA3_OVERLAP
+#error "TFI_FA3_PINGPONG=1 takes turns in the overlapped schedule: it needs TFI_FA3_OVERLAP=1"
+#endif
 constexpr bool pingpong_for(int head_dim) { return TFI_FA3_PINGPONG != 0 && overlap_for(head_dim); }
 #else
 constexpr bool pingpong_for(int head_dim) { return overlap_for(head_dim); }
