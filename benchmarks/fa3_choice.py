@@ -39,6 +39,10 @@ GROUPS = {
               for p in (1, 5, 16, 24, 32, 40, 64, 96, 128, 256)],
     # short dense q against a long cache (chunked prefill, speculative verification)
     "short_q": [dict(dense(16, sq, 4096, 32, 8, 128), kind="cache") for sq in (9, 16, 32, 64, 128, 256)],
+    # d=224, where fa2 has no GQA-packed decode rows (8-warp tiles): short dense q and varlen prompts
+    "d224": [dict(dense(16, sq, 4096, 16, 4, 224), kind="cache") for sq in (9, 16)]
+    + [dict(kind="varlen", batch=64, seqlen_q=s, seqlen_k=s, heads_q=16, heads_k=4, head_dim=224, causal=True)
+       for s in (128, 512)],
     # varlen prefill: 64 prompts of ragged lengths around the mean, causal
     "varlen": [dict(kind="varlen", batch=64, seqlen_q=s, seqlen_k=s, heads_q=32, heads_k=8, head_dim=128, causal=True)
                for s in (64, 128, 512, 2048)],
