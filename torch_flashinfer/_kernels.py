@@ -168,10 +168,13 @@ def plan_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, ca
                                    window_right, softcap, num_splits, algo)
     seqlen_q = max_seqlen_q if layout.varlen_q else q.shape[1]
     sm = torch.cuda.get_device_capability(q.device)
+
     def fa3_fits():
-        paged = layout.kv_layout == "paged"
-        return tma_strides(q, k, v) and not (paged and (cache_leftpad is not None or not fa3_paged_by_tma(
-            q.dtype, layout.head_dim, q.device, k.shape[1])))
+        if not tma_strides(q, k, v):
+            return False
+        if layout.kv_layout != "paged":
+            return True
+        return cache_leftpad is None and fa3_paged_by_tma(q.dtype, layout.head_dim, q.device, k.shape[1])
 
     family = resolve_algo(algo, layout, seqlen_q, sm, fa3_fits)
     if family in HOPPER_FAMILIES and sm != (9, 0):

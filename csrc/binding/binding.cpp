@@ -226,36 +226,32 @@ void launch_append_kv(tfi_append_kv_fn kernel, at::Tensor& k_cache, at::Tensor& 
 
 // ---- signatures and the plan cache ----
 
-// Whether every row starts on a 16-byte boundary: the storage offset and the strides of the dims
-// longer than one are multiples of 16 bytes (the validation refuses the others).
-bool rows_aligned(const at::Tensor& t) {
-  const int64_t elems = std::max<int64_t>(1, 16 / static_cast<int64_t>(t.element_size()));
-  if (t.storage_offset() % elems != 0) return false;
-  for (int64_t d = 0; d + 1 < t.dim(); ++d) {
-    if (t.size(d) > 1 && t.stride(d) % elems != 0) return false;
-  }
-  return true;
-}
-
-// Whether a TMA map can describe the tensor: no zero stride on a dim longer than one and strides
-// under 2^40 bytes (_kernels.tma_strides, which "auto" asks before it picks fa3).
-bool tma_strides(const at::Tensor& t) {
+// What the plan reads of a tensor's strides besides the last one, in one pass: bit 0, every row
+// starts on a 16-byte boundary (the storage offset and the strides of the dims longer than one
+// are multiples of 16 bytes; the validation refuses the others); bit 1, a TMA map can describe it
+// (no zero stride on a dim longer than one, strides under 2^40 bytes: _kernels.tma_strides,
+// which "auto" asks before it picks fa3).
+int64_t stride_flags(const at::Tensor& t) {
+  const int64_t size = static_cast<int64_t>(t.element_size());
+  const int64_t elems = std::max<int64_t>(1, 16 / size);
+  bool aligned = t.storage_offset() % elems == 0, tma = true;
   for (int64_t d = 0; d < t.dim(); ++d) {
-    const int64_t bytes = t.stride(d) * static_cast<int64_t>(t.element_size());
-    if (t.size(d) > 1 && (bytes <= 0 || bytes >= (int64_t(1) << 40))) return false;
+    if (t.size(d) <= 1) continue;
+    const int64_t bytes = t.stride(d) * size;
+    aligned = aligned && (d + 1 == t.dim() || t.stride(d) % elems == 0);
+    tma = tma && bytes > 0 && bytes < (int64_t(1) << 40);
   }
-  return true;
+  return int64_t(aligned) + 2 * int64_t(tma);
 }
 
-// Everything the plan reads about a tensor: of its strides, only the last one, whether its rows
-// are aligned and whether TMA can map them.
+// Everything the plan reads about a tensor.
 void add_tensor(std::vector<int64_t>& key, const at::Tensor& t) {
   key.push_back(static_cast<int64_t>(t.scalar_type()));
   key.push_back(static_cast<int64_t>(t.device().type()) * 1024 + t.device().index());
   key.push_back(t.dim());
   for (int64_t s : t.sizes()) key.push_back(s);
   key.push_back(t.dim() > 0 ? t.stride(-1) : 0);
-  key.push_back(rows_aligned(t) + 2 * tma_strides(t));
+  key.push_back(stride_flags(t));
 }
 
 void add_tensor(std::vector<int64_t>& key, const OptTensor& t) {
