@@ -60,6 +60,8 @@ def main():
                     help="comma-separated split counts per variant (0: the plan's)")
     ap.add_argument("--kv-layout", choices=("bshd", "bhsd"), default="bshd",
                     help="memory order of the K/V cache (bhsd: a transformers cache, passed transposed)")
+    ap.add_argument("--shapes", default="",
+                    help="comma-separated BxHQxHKxSK shapes (default: SHAPES, or PAGED_SHAPES with --page-size)")
     ap.add_argument("--page-size", type=int, default=0,
                     help="time paged caches of this page size through the op instead of the variant libraries")
     ap.add_argument("--sorted-pages", action="store_true",
@@ -71,7 +73,8 @@ def main():
     libs = {} if page else {name: library(name, dtype, d) for name in args.variants.split(",")}
     copy = timing.copy_gbps(device)
     rows = []
-    for b, hq, hk, sk in PAGED_SHAPES if page else SHAPES:
+    shapes = [tuple(map(int, x.split("x"))) for x in args.shapes.split(",")] if args.shapes else None
+    for b, hq, hk, sk in shapes or (PAGED_SHAPES if page else SHAPES):
         q = torch.randn(b, 1, hq, d, device=device, dtype=dtype)
         if page:
             pages = -(-sk // page)
