@@ -66,7 +66,7 @@ for causal in (False, True):
                   ${SCENARIOS:+--scenarios $SCENARIOS} ${BENCH_ARGS:-} --device cuda --out "/tmp/ab/bench_$tree"
               done 2>&1 | tee "$OUT/ab_bench.log" | grep -vE "^torch_flashinfer: build|^\[#" | tail -60
               tar -C /tmp -cf "$OUT/ab_bench.tar" ab ;;
-    tune) python3 benchmarks/tune_fa2.py --out "$OUT/fa2_tiles.json" --head-dims "${TUNE_DIMS:-64,128,256}" ${TUNE_ARGS:-} 2>&1 | tee "$OUT/tune.log" | tail -60 ;;
+    tune) timeout ${TUNE_TIMEOUT:-540} python3 benchmarks/tune_fa2.py --out "$OUT/fa2_tiles.json" --head-dims "${TUNE_DIMS:-64,128,256}" ${TUNE_ARGS:-} 2>&1 | tee "$OUT/tune.log" | tail -60 ;;
     bench) for suite in ${SUITE:-llm}; do  # SUITE="llm seed": one run each; SCENARIOS applies to every suite
              timeout ${BENCH_TIMEOUT:-540} python3 -m torch_flashinfer.benchmark --suite $suite ${SCENARIOS:+--scenarios $SCENARIOS} \
                ${BENCH_ARGS:-} --device cuda --out /tmp/bench 2>&1 | tee "$OUT/bench_$suite.log" | grep -vE "^torch_flashinfer: build"
@@ -119,8 +119,8 @@ torch_flashinfer.flash_attn_with_kvcache(q, kp, vp, cache_seqlens=lens, block_ta
            2>&1 | grep -vE "^==PROF==" > "$OUT/ncu_paged.log"; grep -E "split_kv|Duration|DRAM Through|sectors|hit_rate|bytes_read|stalled|L2 Hit|Mem Busy|Max Bandwidth" "$OUT/ncu_paged.log" | head -100 ;;
     decode) for args in "--seqlen-k 8192 --host" "--seqlen-k 128 --heads-k 32 --host" "--seqlen-k 32768" "--batch 16" "--batch 128 --heads-k 32"; do
               python3 benchmarks/profile_decode.py $args; done 2>&1 | tee "$OUT/decode.log" ;;
-    ncu_decode) ncu --clock-control none -k regex:split_kv -c 1 --section SpeedOfLight --section WarpStateStats \
-           --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats python3 benchmarks/profile_decode.py 2>&1 \
+    ncu_decode) ncu --clock-control none --profile-from-start off -k regex:split_kv -c 1 --section SpeedOfLight --section WarpStateStats \
+           --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats python3 benchmarks/profile_decode.py --ncu 2>&1 \
            | tee "$OUT/ncu_decode.log" | grep -vE "^==PROF==" | tail -80 ;;
     ncu_dram) for cc in all none; do  # kernel time and DRAM bytes of ours and cuDNN, b1 32/8 sk8192
                 ncu --clock-control none --cache-control $cc --profile-from-start off --metrics \

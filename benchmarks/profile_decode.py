@@ -8,7 +8,10 @@
 - clean: the same after a flush that reads 256 MiB (L2 full of clean lines, as after a decode
   step's weight-reading GEMMs);
 - graph: GPU time per call with 100 calls captured in a CUDA graph (inputs warm in L2);
-- kernels: per-kernel GPU time from the profiler.
+- kernels: per-kernel GPU time from the profiler;
+- floor: the same timings of the simplest kernels that move the K/V bytes -- a sum that reads them
+  once (one launch, like ours) and a copy that reads and writes them (the copy_gbps kernel at this
+  size, its GB/s counting both) -- what any kernel reading this many bytes can reach.
 
     python benchmarks/profile_decode.py [--batch 1 --heads-q 32 --heads-k 8 --seqlen-k 8192 --algo split_kv]
 """
@@ -134,6 +137,13 @@ def main():
         warm = graph_us(fn)
         print(f"{shape} {name:5s}: cold {cold:7.1f} us ({kv_bytes / cold / 1e3:5.0f} GB/s), clean {clean:7.1f} us "
               f"({kv_bytes / clean / 1e3:5.0f} GB/s), graph {warm:7.1f} us ({kv_bytes / warm / 1e3:5.0f} GB/s)")
+    kv = torch.empty(2 * k.numel(), device="cuda", dtype=k.dtype).normal_()
+    kv_copy = torch.empty_like(kv)
+    for name, fn, moved in (("floor: read (sum)", kv.sum, kv_bytes), ("floor: copy", lambda: kv_copy.copy_(kv),
+                                                                       2 * kv_bytes)):
+        cold, clean, warm = timing.median_ms(fn, q.device, 100) * 1e3, clean_us(fn), graph_us(fn)
+        print(f"{shape} {name}: cold {cold:7.1f} us ({moved / cold / 1e3:5.0f} GB/s), clean {clean:7.1f} us "
+              f"({moved / clean / 1e3:5.0f} GB/s), graph {warm:7.1f} us ({moved / warm / 1e3:5.0f} GB/s)")
     for kernel, us in kernel_us(ours).items():
         print(f"    {us:7.1f} us  {kernel}")
     if a.host:
