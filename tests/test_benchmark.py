@@ -80,6 +80,11 @@ def test_cli_quick_cpu_writes_json_and_charts(tmp_path, one_thread):
     # no CPU kernel: recorded as n/a, not a crash
     assert by_backend["sdpa_cudnn"] and all(ms is None for ms in by_backend["sdpa_cudnn"])
     assert by_backend["aten_varlen_flash"] and all(ms is None for ms in by_backend["aten_varlen_flash"])
+    # the read yardstick: every decode case, no other
+    read = [row for row in rows if row["backend"] == "kv_read"]
+    assert read and all(row["ms"] is not None and row["seqlen_q"] <= _kernels.DECODE_MAX_SEQLEN_Q
+                        and row["prefill_fraction"] is None for row in read)
+    assert {row["scenario"] for row in read} == {"decode_seq", "paged_decode"}
 
     for scenario in QUICK_SCENARIOS:
         assert (tmp_path / f"quick_{scenario}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -135,3 +140,5 @@ def test_peer_ratio_is_best_peer_over_row():
     rows = [make_row(case, "torch_flashinfer", "auto", 1.0), make_row(case, "sdpa_flash", None, 2.0),
             make_row(case, "sdpa_cudnn", None, 4.0), make_row(case, "sdpa_math", None, None)]
     assert peer_ratios(rows) == [2.0, 1.0, 0.5, None]
+    # a yardstick is no peer, however fast
+    assert peer_ratios(rows + [make_row(case, "kv_read", None, 0.1)]) == [2.0, 1.0, 0.5, None, 20.0]

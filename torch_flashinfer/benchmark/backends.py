@@ -10,7 +10,11 @@ and the runner records that as n/a. Every backend reads the same tensors:
   tensors, ``enable_gqa`` when heads differ; paged cases give them the equivalent dense cache;
 - hybrid cases only: torch's varlen flash (``aten._flash_attention_forward``) on the packed batch in
   one launch, and ``prefill_plus_decode``: the fastest SDPA backend on the prefill requests as one
-  dense batch plus the fastest on the decode requests.
+  dense batch plus the fastest on the decode requests;
+- decode cases only: ``kv_read``, a yardstick rather than a peer: torch's sum over a buffer of as many
+  bytes as the case's K/V, one launch that reads each byte once and does nothing else. What it
+  reaches is what any one-launch kernel reading those bytes can expect under the same timing (at
+  small sizes the launch and the first DRAM round trips weigh; the L2 flush leaves dirty lines).
 """
 
 from __future__ import annotations
@@ -170,6 +174,12 @@ def prefill_plus_decode(case: Case, x: Inputs) -> Call:
     return lambda: [call() for call in calls]
 
 
+def kv_read(case: Case, x: Inputs) -> Call:
+    """The K/V bytes of the case read once by one launch (``torch.sum`` over a zeroed buffer of that size)."""
+    buf = torch.zeros(x.k.numel() + x.v.numel(), dtype=x.k.dtype, device=x.k.device)
+    return buf.sum
+
+
 @dataclass(frozen=True)
 class Backend:
     """A row label (``name``, ``algo``), the function that makes its call, and the cases it applies to."""
@@ -201,5 +211,6 @@ def available(names: tuple[str, ...]) -> list[Backend]:
                 for algo in ("auto",) + tuple(_kernels.FAMILIES)]
     backends += [Backend(name, None, functools.partial(sdpa, backend=name), uniform_only) for name in SDPA_BACKENDS]
     backends += [Backend("aten_varlen_flash", None, aten_varlen_flash, hybrid_only),
-                 Backend("prefill_plus_decode", None, prefill_plus_decode, hybrid_only)]
+                 Backend("prefill_plus_decode", None, prefill_plus_decode, hybrid_only),
+                 Backend("kv_read", None, kv_read, decode_only)]
     return [backend for backend in backends if backend.name in names]

@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from .schema import CASE_FIELDS, case_of
+from .schema import CASE_FIELDS, YARDSTICKS, case_of
 from .suites import Scenario
 
-OURS = "torch_flashinfer"  # every other backend is a peer
+OURS = "torch_flashinfer"  # every other backend but the yardsticks is a peer
 _AXIS_LABELS = {"seqlen_q": "sequence length", "seqlen_k": "keys per sequence (seqlen_k)", "batch": "batch",
                 "prefill_fraction": "prefill requests (%)", "shape": ""}
 _METRIC_LABELS = {"tflops": "TFLOPS", "gbps": "GB/s (q, k, v read + o written)"}
@@ -55,10 +55,10 @@ def _row_name(row: dict) -> str:
 
 def peer_ratios(rows: list[dict]) -> list[Optional[float]]:
     """For each row, the best peer's ms of the same case / the row's ms: a speedup (> 1: faster than every peer);
-    None where the row or every peer is n/a."""
+    None where the row or every peer is n/a. Yardstick rows (``kv_read``) are no peer."""
     best: dict = {}
     for row in rows:
-        if row["backend"] != OURS and row["ms"] is not None:
+        if row["backend"] != OURS and row["backend"] not in YARDSTICKS and row["ms"] is not None:
             key = tuple(row[field] for field in CASE_FIELDS)
             best[key] = min(best.get(key, math.inf), row["ms"])
     ratios = []

@@ -18,7 +18,9 @@ from typing import Optional
 import torch
 
 BACKENDS = ("torch_flashinfer", "sdpa_flash", "sdpa_cudnn", "sdpa_efficient", "sdpa_math",
-            "aten_varlen_flash", "prefill_plus_decode")
+            "aten_varlen_flash", "prefill_plus_decode", "kv_read")
+# Rows that are yardsticks, not attention peers: left out of "vs best peer".
+YARDSTICKS = ("kv_read",)
 DEVICE_FIELDS = ("name", "torch", "cuda", "cudnn")
 CASE_FIELDS = ("scenario", "batch", "heads_q", "heads_k", "seqlen_q", "seqlen_k", "head_dim", "causal", "dtype",
                "page_size", "prefill_fraction")
