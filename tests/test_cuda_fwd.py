@@ -310,12 +310,30 @@ def test_auto_takes_fa3_where_tma_copies():
             assert _kernels.fa3_paged_by_tma(torch.float16, head_dim, torch.device("cuda"), page) == (page in by_tma)
     for page, family in ((5, "fa2"), (16, "fa3")):  # auto's choice, and it matches the reference
         case = Case("paged", [130, 130], [170, 300], 4, 2, 128, torch.float16, causal=True, page_size=page)
-        a = build(case, device="cuda").args
-        defaults = dict(cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=0, max_seqlen_k=0, cache_seqlens=None,
-                        cache_leftpad=None, block_table=None, alibi_slopes=None, softmax_scale=None, causal=False,
-                        window_left=-1, window_right=-1, softcap=0.0, num_splits=0)
-        plan = _kernels.plan_fwd(**{**defaults, **a}, algo="auto")
-        assert plan[0] == _kernels._fwd_entry(family, torch.float16, 128, torch.device("cuda"))[0], page
+        assert auto_family(case) == family, page
+        check_case(case, algo="auto")
+
+
+def auto_family(case: Case) -> str:
+    """The kernel family "auto" plans for the case, told by the planned kernel's entry point."""
+    defaults = dict(cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=0, max_seqlen_k=0, cache_seqlens=None,
+                    cache_leftpad=None, block_table=None, alibi_slopes=None, softmax_scale=None, causal=False,
+                    window_left=-1, window_right=-1, softcap=0.0, num_splits=0)
+    entry = _kernels.plan_fwd(**{**defaults, **build(case, device="cuda").args}, algo="auto")[0]
+    families = [f for f in _kernels.FAMILIES
+                if _kernels._fwd_entry(f, case.dtype, case.head_dim, torch.device("cuda"))[0] == entry]
+    assert len(families) == 1
+    return families[0]
+
+
+def test_auto_sends_short_q_to_fa3_where_fa2_has_no_decode_rows():
+    """d=224 (fa2's eight-warp shape, no packed decode rows): on Hopper "auto" runs varlen q and
+    9-16-token q on fa3; 8 tokens stay on split_kv."""
+    skip_unless_runs("fa3")
+    for case, family in ((Case("varlen", [1, 130, 7], [300, 130, 97], 4, 2, 224, torch.float16, causal=True), "fa3"),
+                         (Case("cache", [12] * 2, [300, 97], 4, 2, 224, torch.float16, causal=True), "fa3"),
+                         (Case("cache", [8] * 2, [300, 97], 4, 2, 224, torch.float16, causal=True), "split_kv")):
+        assert auto_family(case) == family, case
         check_case(case, algo="auto")
 
 

@@ -32,6 +32,25 @@ def test_varlen_and_untma_strides_go_to_fa2():
     assert _kernels.resolve_algo("auto", DENSE, 128, (9, 0), fa3_fits=lambda: False) == "fa2"
 
 
+def test_fa2_without_decode_rows_leaves_short_and_varlen_q_to_fa3():
+    d224, varlen224 = (FwdLayout(4, 16, 4, 224, varlen, "dense") for varlen in (False, True))
+    assert _kernels.resolve_algo("auto", d224, _kernels.FA2_PACKED_MAX_SEQLEN_Q, (9, 0)) == "fa3"
+    assert _kernels.resolve_algo("auto", d224, _kernels.DECODE_MAX_SEQLEN_Q + 1, (9, 0)) == "fa3"
+    assert _kernels.resolve_algo("auto", d224, _kernels.DECODE_MAX_SEQLEN_Q, (9, 0)) == "split_kv"
+    assert _kernels.resolve_algo("auto", varlen224, 1, (9, 0)) == "fa3"
+    assert _kernels.resolve_algo("auto", varlen224, 1, (9, 0), fa3_fits=lambda: False) == "fa2"
+    assert _kernels.resolve_algo("auto", varlen224, 1, (8, 0)) == "fa2"
+
+
+def test_unpacked_head_dims_are_fa2s_eight_warp_shapes():
+    header = Path(__file__).parents[1] / "csrc" / "kernels" / "fa2" / "tile_config.h"
+    shapes = re.findall(r"case (\d+): return Tile\{\d+, \d+, (\d+)", header.read_text())
+    default = re.search(r"default: return Tile\{\d+, \d+, (\d+).*// d=(\d+)", header.read_text())
+    warps = {int(d): int(w) for d, w in shapes} | {int(default.group(2)): int(default.group(1))}
+    assert sorted(warps) == [32, 64, 96, 128, 160, 192, 224, 256]
+    assert tuple(d for d, w in warps.items() if w != 4) == _kernels.FA2_UNPACKED_HEAD_DIMS
+
+
 def test_fits_is_asked_only_for_fa3():
     def never():
         raise AssertionError("fa3_fits asked")

@@ -25,6 +25,8 @@ FAMILIES = ("fa1", "fa2", "fa3", "split_kv")  # kernel families built so far; "a
 HOPPER_FAMILIES = ("fa3",)  # sm_90 only (wgmma, TMA); their libraries build for other archs as stubs
 DECODE_MAX_SEQLEN_Q = 8  # "auto" sends dense q with at most this many tokens to split_kv
 FA2_PACKED_MAX_SEQLEN_Q = 16  # fa2 runs sequences of at most this many queries as decode rows (kDecodeMaxSeqlenQ)
+# Head dims whose fa2 shape has eight warps (tile_config.h): no packed decode rows, 128-query tiles instead
+FA2_UNPACKED_HEAD_DIMS = (224,)
 _DTYPE_TAGS = {torch.float16: "fp16", torch.bfloat16: "bf16"}
 COMMON = KernelLibrary("common", ("kernels/append_kv.cu",))
 
@@ -77,16 +79,20 @@ def resolve_algo(algo: str, layout: FwdLayout, seqlen_q: int, sm: tuple[int, int
     - packed varlen q: fa2. Its short sequences run as GQA-packed decode rows: fa3 is 0.80x fa2 on
       a batch of decode requests, 0.80-0.97x below 40 % prefill, 1.20x at 100 %, and 0.88-1.13x on
       batches of ragged prompts.
+    - except at the head dims of FA2_UNPACKED_HEAD_DIMS (d=224), where fa2 has no decode rows: the
+      9-16-token and varlen calls go to fa3 on Hopper too, which takes 0.20 ms against fa2's 0.46
+      at 16 x 9 and 16 x 16 queries x 4k keys, and 1.25x / 1.59x fa2's speed on 64 ragged prompts
+      around 128 / 512 tokens (benchmarks/results/h200/fa3_choice_d224.json).
     - fa1 (FlashAttention-1's loop order, kept to reproduce the seed study) is never chosen: on
       the H100 it is slower than fa2 on every row of the seed suite and than split_kv on every
       decode row (benchmarks/results/h100/seed.json).
     """
     if algo == "auto":
-        if layout.varlen_q:
-            return "fa2"
-        if seqlen_q <= DECODE_MAX_SEQLEN_Q:
+        if not layout.varlen_q and seqlen_q <= DECODE_MAX_SEQLEN_Q:
             return "split_kv"
-        return "fa3" if sm == (9, 0) and seqlen_q > FA2_PACKED_MAX_SEQLEN_Q and fa3_fits() else "fa2"
+        fa2_packs = ((layout.varlen_q or seqlen_q <= FA2_PACKED_MAX_SEQLEN_Q)
+                     and layout.head_dim not in FA2_UNPACKED_HEAD_DIMS)
+        return "fa3" if sm == (9, 0) and not fa2_packs and fa3_fits() else "fa2"
     if algo not in FAMILIES:
         raise NotImplementedError(f"flashinfer.fwd: algo {algo!r} has no CUDA kernel yet; available: "
                                   f"auto, {', '.join(FAMILIES)}")
