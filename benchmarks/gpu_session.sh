@@ -11,7 +11,7 @@ python3 -m pip install -q --no-deps --no-build-isolation -e . > /tmp/install.log
 ( time python3 -m torch_flashinfer.build ) > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
 tail -3 "$OUT/build.log"
 fa3_tree() {  # tree=/tmp/csrc_fa3_o<overlap>p<ping-pong>s<persistent>: csrc with those fa3 schedule macros
-  [[ $1 =~ ^[01]{3}$ ]] || { echo "FA3_VARIANTS: three 0/1 digits each, not '$1'"; return 1; }  # (at every head dim)
+  [[ $1 =~ ^[01][01][012]$ ]] || { echo "FA3_VARIANTS: digits overlap 0/1, ping-pong 0/1, persistent 0/1/2 (2: masked items too), not '$1'"; return 1; }  # (at every head dim)
   local ov=${1:0:1} pp=${1:1:1} ps=${1:2:1}
   tree=/tmp/csrc_fa3_o${ov}p${pp}s$ps; rm -rf "$tree"; cp -r csrc "$tree"
   sed -i "/#pragma once/a #define TFI_FA3_OVERLAP $ov\n#define TFI_FA3_PINGPONG $pp\n#define TFI_FA3_PERSISTENT $ps" \

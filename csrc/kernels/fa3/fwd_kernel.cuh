@@ -138,9 +138,18 @@ __device__ __forceinline__ bool load_item(const FwdParams& p, int item, int num_
   return true;
 }
 
-// A CTA runs items blockIdx.x, blockIdx.x + gridDim.x, ... (launch.cuh: one CTA per item, or one
-// per SM that then copies an item's first tiles during the previous item's math). The K/V ring
-// runs on across items: `ring` counts the tiles the CTA has passed through it.
+// Item k of this CTA (launch.cuh: one CTA per item, or one per SM that then copies an item's first
+// tiles during the previous item's math): items go out in rounds of gridDim.x, CTA c taking the
+// c-th of a round and, every other round, the c-th from its end. load_item puts a head's heaviest
+// query tiles first, so where the tiles per head divide the grid a plain stride would hand each
+// CTA the same tile of every head -- on causal prompts, some CTAs only the longest -- while this
+// order pairs the i-th heaviest with the i-th lightest. Past the last item: >= num_items.
+__device__ __forceinline__ int cta_item(int k) {
+  const int c = int(blockIdx.x);
+  return k * int(gridDim.x) + (k % 2 == 0 ? c : int(gridDim.x) - 1 - c);
+}
+
+// The K/V ring runs on across a CTA's items: `ring` counts the tiles the CTA has passed through it.
 template <typename T, typename Shape, KvMode kMode>
 __global__ void __launch_bounds__(Shape::kThreads, 1)
     fwd_kernel(const __grid_constant__ FwdParams p, const __grid_constant__ TmaMaps maps, int num_m_blocks,
@@ -195,7 +204,7 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
     const int pages_per_tile = tma_pages_per_tile(p, kN);
     const L2Hint no_hint{false, 0};
     WorkItem w;
-    for (int item = blockIdx.x, ring = 0, n = 0; item < num_items; item += gridDim.x) {
+    for (int k = 0, item = cta_item(0), ring = 0, n = 0; item < num_items; item = cta_item(++k)) {
       if (!load_item<Shape>(p, item, num_m_blocks, w)) continue;
       const T* k_head = static_cast<const T*>(p.k) + int64_t(w.hk) * p.k_head_stride;
       const T* v_head = static_cast<const T*>(p.v) + int64_t(w.hk) * p.v_head_stride;
@@ -286,7 +295,7 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
   auto& p_regs = *reinterpret_cast<uint32_t(*)[kNT * 2]>(&p_frag);
 
   WorkItem w;
-  for (int item = blockIdx.x, ring = 0, n = 0; item < num_items; item += gridDim.x) {
+  for (int k = 0, item = cta_item(0), ring = 0, n = 0; item < num_items; item = cta_item(++k)) {
     if (!load_item<Shape>(p, item, num_m_blocks, w)) continue;
     const Mask mask(p, w.seq);
     const int m0 = w.m0, tiles = w.tiles();

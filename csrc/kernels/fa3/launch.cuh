@@ -97,7 +97,8 @@ const char* run_fwd(const FwdParams& p, cudaStream_t stream) {
   const long long items = (long long)num_m_blocks * p.batch * p.heads_q;
   if (items == 0) return nullptr;
   const bool uniform_items = !(p.causal || p.window_left >= 0 || p.window_right >= 0) || num_m_blocks == 1;
-  const long long grid = kPersistent && uniform_items && p.num_sms > 0 && items > p.num_sms ? p.num_sms : items;
+  const bool persistent = kPersistent && (uniform_items || kPersistentMasked);
+  const long long grid = persistent && p.num_sms > 0 && items > p.num_sms ? p.num_sms : items;
   // A CTA's item index steps by the grid: item + grid must stay an int.
   if (items > 0x7fffffffLL - grid) return "too many query tiles x heads x sequences for one launch";
 

@@ -16,16 +16,20 @@
 // 1.271 at d=256, but spills there (nvcc 13.0, the build's flags: 136 / 20 / 92 bytes for
 // contiguous / paged-row / paged-tile caches; d=192 and 224 80 bytes contiguous), over the compile
 // check's 64. d=160 spills 32 bytes in every mode, within it, but is untimed: d >= 160 stays plain.
-// Persistent CTAs: with more work items than SMs, one CTA per SM runs items at a stride of the
-// grid, and an item's first K/V tile is copied during the previous item's math (one CTA fits an
-// SM, so without this nothing hides an item's first copies: short prompts are all first copies).
-// Only where the items' work does not grow with their query tile (launch.cuh): unmasked, or one
-// query tile per sequence. A causal prompt's query tiles take 1..n key tiles, and the static stride
-// then loads some SMs with the long ones: 2.17 against 2.00 ms at 2 x 8k causal, 0.274 against
-// 0.336 at 32 x 512 unmasked. Ragged lengths (varlen, cache_seqlens) still take the persistent
-// grid, unmeasured apart from the seed's hybrid batches of 128-token prompts.
+// Persistent CTAs: with more work items than SMs, one CTA per SM runs items in rounds of the grid
+// (fwd_kernel.cuh cta_item), and an item's first K/V tile is copied during the previous item's
+// math (one CTA fits an SM, so without this nothing hides an item's first copies: short prompts
+// are all first copies). Only where the items' work does not grow with their query tile
+// (launch.cuh): unmasked, or one query tile per sequence. A causal prompt's query tiles take 1..n
+// key tiles, and a plain stride over the rounds loaded some SMs with the long ones: 2.17 against
+// 2.00 ms at 2 x 8k causal, 0.338 against 0.307 at 32 x 512 causal (there the 4 tiles per head
+// divide the 132 CTAs: each CTA got the same tile of every head), 0.274 against 0.336 at 32 x 512
+// unmasked. The rounds now alternate direction, which pairs heavy tiles with light ones; masked
+// items with persistent CTAs (-DTFI_FA3_PERSISTENT=2) are not timed in that order yet. Ragged
+// lengths (varlen, cache_seqlens) still take the persistent grid, unmeasured apart from the
+// seed's hybrid batches of 128-token prompts.
 // Tuning builds override them with -DTFI_FA3_BLOCK_N=64|80|96|128 (the shapes of fa3/wgmma.cuh)
-// -DTFI_FA3_OVERLAP=0|1 -DTFI_FA3_PINGPONG=0|1 -DTFI_FA3_PERSISTENT=0|1.
+// -DTFI_FA3_OVERLAP=0|1 -DTFI_FA3_PINGPONG=0|1 -DTFI_FA3_PERSISTENT=0|1|2 (2: masked items too).
 #pragma once
 
 namespace torch_flashinfer::fa3 {
@@ -56,5 +60,6 @@ constexpr bool pingpong_for(int head_dim) { return overlap_for(head_dim); }
 #define TFI_FA3_PERSISTENT 1
 #endif
 constexpr bool kPersistent = TFI_FA3_PERSISTENT != 0;
+constexpr bool kPersistentMasked = TFI_FA3_PERSISTENT == 2;
 
 }  // namespace torch_flashinfer::fa3
