@@ -99,8 +99,9 @@ const char* run_fwd(const FwdParams& p, cudaStream_t stream) {
   const bool uniform_items = !(p.causal || p.window_left >= 0 || p.window_right >= 0) || num_m_blocks == 1;
   const bool persistent = kPersistent && (uniform_items || kPersistentMasked);
   const long long grid = persistent && p.num_sms > 0 && items > p.num_sms ? p.num_sms : items;
-  // A CTA's item index steps by the grid: item + grid must stay an int.
-  if (items > 0x7fffffffLL - grid) return "too many query tiles x heads x sequences for one launch";
+  // The last item index a CTA computes (fwd_kernel.cuh cta_item, a reversed round after a forward
+  // one) is below items + 2 * grid: it must stay an int.
+  if (items > 0x7fffffffLL - 2 * grid) return "too many query tiles x heads x sequences for one launch";
 
   TmaMaps maps;
   const bool packed_q = p.cu_seqlens_q != nullptr;
