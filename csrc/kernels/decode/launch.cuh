@@ -37,6 +37,9 @@ struct Plan {
 //   us, one or three 24.3); one (a 6-deep ring) loses 38-47 % on short caches (b128 32/32 128
 //   keys: 144 vs 104.5 us; b1024: 1074 vs 732); three (registers capped at 168) stays within
 //   1.5 %. All stop at 2.8-3.0 TB/s where cuDNN reads 3.0-3.1.
+// - On the H200 (benchmarks/results/h200/split_kv.json: 1, 2 or 3 CTAs per SM, each at the plan's
+//   and at 1-48 splits) the plan is within 1 % of the best on every shape but two: three CTAs per
+//   SM take b128 32/32 128 keys in 75.9 us against 82.1 but b64 32/8 8k keys in 533 against 493.
 constexpr int kMinSplitKeys = 256;
 // L2 policy of the K/V copies: evict-first while the cache (its capacity, from shapes) is at most
 // kEvictFirstMaxBytes, normal above. Evict-first lines replace each other instead of the lines L2
