@@ -43,9 +43,9 @@ def test_fa2_without_decode_rows_leaves_short_and_varlen_q_to_fa3():
 
 
 def test_unpacked_head_dims_are_fa2s_eight_warp_shapes():
-    header = Path(__file__).parents[1] / "csrc" / "kernels" / "fa2" / "tile_config.h"
-    shapes = re.findall(r"case (\d+): return Tile\{\d+, \d+, (\d+)", header.read_text())
-    default = re.search(r"default: return Tile\{\d+, \d+, (\d+).*// d=(\d+)", header.read_text())
+    header = (Path(__file__).parents[1] / "csrc" / "kernels" / "fa2" / "tile_config.h").read_text()
+    shapes = re.findall(r"case (\d+): return Tile\{\d+, \d+, (\d+)", header)
+    default = re.search(r"default: return Tile\{\d+, \d+, (\d+).*// d=(\d+)", header)
     warps = {int(d): int(w) for d, w in shapes} | {int(default.group(2)): int(default.group(1))}
     assert sorted(warps) == [32, 64, 96, 128, 160, 192, 224, 256]
     assert tuple(d for d, w in warps.items() if w != 4) == _kernels.FA2_UNPACKED_HEAD_DIMS
