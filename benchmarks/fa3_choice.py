@@ -1,7 +1,7 @@
 """Time fa2 against fa3 (and the other algos asked for) on the shapes where "auto" must choose
 between them on Hopper: every head dim, paged caches of every page kind, short dense q (chunked
-prefill, speculative verification) and varlen prefill batches; writes the table behind
-``_kernels.resolve_algo``.
+prefill, speculative verification), varlen prefill batches and the seed's hybrid batches; writes
+the table behind ``_kernels.resolve_algo``.
 
     python benchmarks/fa3_choice.py --out benchmarks/results/h200/fa3_choice.json [--algos fa2,fa3] [--groups ...]
 
@@ -43,6 +43,10 @@ GROUPS = {
     "d224": [dict(dense(16, sq, 4096, 16, 4, 224), kind="cache") for sq in (9, 16)]
     + [dict(kind="varlen", batch=64, seqlen_q=s, seqlen_k=s, heads_q=16, heads_k=4, head_dim=224, causal=True)
        for s in (128, 512)],
+    # the seed's hybrid batches: 100 requests of 128 keys, the first 128 * fraction of them prompts of
+    # 128 queries, the rest one query each (MHA, as the seed)
+    "hybrid": [dict(kind="hybrid", batch=100, seqlen_q=128, seqlen_k=128, heads_q=32, heads_k=32, head_dim=128,
+                    causal=True, prefill_fraction=f) for f in (0.0, 0.3, 0.5, 1.0)],
     # varlen prefill: 64 prompts of ragged lengths around the mean, causal
     "varlen": [dict(kind="varlen", batch=64, seqlen_q=s, seqlen_k=s, heads_q=32, heads_k=8, head_dim=128, causal=True)
                for s in (64, 128, 512, 2048)],
@@ -56,12 +60,17 @@ def make_call(case, algo, gen):
     def randn(*shape):
         return torch.randn(*shape, device="cuda", dtype=DTYPE, generator=gen)
 
-    if case["kind"] == "varlen":
-        lens = torch.randint(sq // 2, sq * 3 // 2 + 1, (b,), generator=gen, device="cuda")
-        cu = torch.nn.functional.pad(lens.cumsum(0), (1, 0)).to(torch.int32)
-        total, max_len = int(cu[-1]), int(lens.max())
-        q, k, v = randn(total, hq, d), randn(total, hk, d), randn(total, hk, d)
-        return lambda: fwd(q, k, v, cu_seqlens_q=cu, cu_seqlens_k=cu, max_seqlen_q=max_len, max_seqlen_k=max_len,
+    if case["kind"] in ("varlen", "hybrid"):
+        if case["kind"] == "hybrid":
+            prompts = round(b * case["prefill_fraction"])
+            lens_q = torch.tensor([sq] * prompts + [1] * (b - prompts), device="cuda")
+            lens_k = torch.full((b,), sk, device="cuda")
+        else:
+            lens_q = lens_k = torch.randint(sq // 2, sq * 3 // 2 + 1, (b,), generator=gen, device="cuda")
+        cu_q, cu_k = (torch.nn.functional.pad(x.cumsum(0), (1, 0)).to(torch.int32) for x in (lens_q, lens_k))
+        q, k, v = randn(int(cu_q[-1]), hq, d), randn(int(cu_k[-1]), hk, d), randn(int(cu_k[-1]), hk, d)
+        max_q, max_k = int(lens_q.max()), int(lens_k.max())
+        return lambda: fwd(q, k, v, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, max_seqlen_q=max_q, max_seqlen_k=max_k,
                            causal=case["causal"], algo=algo)
     q = randn(b, sq, hq, d)
     if case["kind"] == "paged":

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device call: install, build every kernel, run the GPU tests, then an optional step.
-#   bash benchmarks/gpu_session.sh [fa3|fa3_tests|fa3_variants|fa3_choice|fa3_ab|tests|alltests|hftests|tune|tune_split|tune_paged|ncu_short|ncu_paged|ab_split|ab_paged|ab_bench|bench|decode|ncu|ncu_cmp|ncu_decode|llama|sanitize]...
+#   bash benchmarks/gpu_session.sh [fa3|fa3_tests|fa3_variants|fa3_choice|fa3_ab|tests|alltests|hftests|tune|tune_split|tune_paged|ncu_short|ncu_paged|ncu_hybrid|ab_split|ab_paged|ab_bench|bench|decode|ncu|ncu_cmp|ncu_decode|llama|sanitize]...
 #   (env: SUITE, SCENARIOS, BENCH_ARGS, BENCH_TIMEOUT, FA3_TESTS_TIMEOUT, CHOICE_ARGS, CHOICE_TIMEOUT, AB_GROUPS, SANITIZE_TIMEOUT, TESTS_K, TESTS_ARGS, TESTS_TIMEOUT, SANITIZE_ALGOS, FA3_VARIANTS, TUNE_DIMS, TUNE_ARGS, TUNE_SPLIT_ARGS, TUNE_TIMEOUT, PAGES, PAGED_ARGS, LLAMA_ARGS, NCU_CAUSAL, NCU_SHAPES, AB_CSRC)
 # Logs and JSON land in $OUT (the device tool brings them back).
 set -uo pipefail
@@ -10,13 +10,13 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv > "
 python3 -m pip install -q --no-deps --no-build-isolation -e . > /tmp/install.log 2>&1 || { cat /tmp/install.log; exit 1; }
 ( time python3 -m torch_flashinfer.build ) > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
 tail -3 "$OUT/build.log"
-fa3_tree() {  # tree=/tmp/csrc_fa3_o<overlap>p<ping-pong>s<persistent>: csrc with those fa3 schedule macros
-  [[ $1 =~ ^[01][01][012]$ ]] || { echo "FA3_VARIANTS: digits overlap 0/1, ping-pong 0/1, persistent 0/1/2 (2: masked items too), not '$1'"; return 1; }  # (at every head dim)
-  local ov=${1:0:1} pp=${1:1:1} ps=${1:2:1}
-  tree=/tmp/csrc_fa3_o${ov}p${pp}s$ps; rm -rf "$tree"; cp -r csrc "$tree"
-  sed -i "/#pragma once/a #define TFI_FA3_OVERLAP $ov\n#define TFI_FA3_PINGPONG $pp\n#define TFI_FA3_PERSISTENT $ps" \
-    "$tree/kernels/fa3/tile_config.h"
+fa3_tree() {  # tree=/tmp/csrc_fa3_<digits>: csrc with those fa3 schedule macros at every head dim ('d': the default)
+  [[ $1 =~ ^[01d][01d][012d][01d]$ ]] || { echo "FA3_VARIANTS: digits overlap 0/1, ping-pong 0/1, persistent 0/1/2 (2: masked items too), L2 prefetch 0/1, or d, not '$1'"; return 1; }
+  tree=/tmp/csrc_fa3_$1; rm -rf "$tree"; cp -r csrc "$tree"
+  local i names=(OVERLAP PINGPONG PERSISTENT PREFETCH)
+  for i in 3 2 1 0; do [ "${1:$i:1}" = d ] || sed -i "/#pragma once/a #define TFI_FA3_${names[$i]} ${1:$i:1}" "$tree/kernels/fa3/tile_config.h"; done
 }
+fa3_label() { [ "$1" = . ] && echo "== fa3 as shipped" || echo "== fa3 overlap ${1:0:1} ping-pong ${1:1:1} persistent ${1:2:1} prefetch ${1:3:1}"; }
 for step in "$@"; do
   case $step in
     fa3) nvcc -std=c++17 -O2 -gencode=arch=compute_90a,code=sm_90a -Icsrc/include -Icsrc/kernels benchmarks/fa3_probe.cu \
@@ -29,17 +29,17 @@ for causal in (False, True):
     print('fa3 smoke, causal', causal, 'max |fa3 - fa2|', (a.float() - b.float()).abs().max().item())" 2>&1 | tee "$OUT/fa3_smoke.log" ;;
     fa3_tests) timeout ${FA3_TESTS_TIMEOUT:-420} python3 -m pytest -q -n 8 --timeout 120 --timeout-method thread --maxfail 40 -k fa3 tests/test_cuda_fwd.py 2>&1 \
            | tee "$OUT/fa3_tests.log" | tail -30 ;;
-    fa3_variants) for v in ${FA3_VARIANTS:-110 111}; do  # the fa3 tests on each fa3 build (overlap, ping-pong, persistent digits)
-           fa3_tree $v || continue; echo "== fa3 overlap ${v:0:1} ping-pong ${v:1:1} persistent ${v:2:1}"
+    fa3_variants) for v in ${FA3_VARIANTS:-dd1d dd2d}; do  # the fa3 tests on each fa3 build (fa3_tree's digits)
+           fa3_tree $v || continue; fa3_label $v
            TORCH_FLASHINFER_CSRC=$tree timeout 540 python3 -m pytest -q -n 8 \
              --timeout 180 --timeout-method thread --maxfail 20 -k fa3 tests/test_cuda_fwd.py 2>&1 | tail -6  # (first calls build the tree)
          done 2>&1 | tee "$OUT/fa3_variants.log" ;;
     fa3_choice) timeout ${CHOICE_TIMEOUT:-300} python3 benchmarks/fa3_choice.py --out "$OUT/fa3_choice.json" ${CHOICE_ARGS:-} 2>&1 \
            | tee "$OUT/fa3_choice.log" | grep -v "^torch_flashinfer: build" ;;
-    fa3_ab) for v in ${FA3_VARIANTS:-110 111}; do  # fa3 prefill timings of each fa3 build against this tree's
-           fa3_tree $v || continue; echo "== fa3 overlap ${v:0:1} ping-pong ${v:1:1} persistent ${v:2:1}"
+    fa3_ab) for v in ${FA3_VARIANTS:-. ddd0}; do  # fa3 prefill timings of each fa3 build ('.': this tree as it is)
+           tree=; [ "$v" = . ] || fa3_tree $v || continue; fa3_label $v
            TORCH_FLASHINFER_CSRC=$tree timeout 200 python3 benchmarks/fa3_choice.py --algos fa3 --groups ${AB_GROUPS:-prefill} \
-             --out "/tmp/ab/fa3_$v.json"; done 2>&1 | tee "$OUT/fa3_ab.log" | grep -v "^torch_flashinfer: build"
+             --out "/tmp/ab/fa3_${v/./shipped}.json"; done 2>&1 | tee "$OUT/fa3_ab.log" | grep -v "^torch_flashinfer: build"
          tar -C /tmp -cf "$OUT/fa3_ab.tar" ab ;;
     tests) timeout ${TESTS_TIMEOUT:-540} python3 -m pytest -q -n 8 --timeout 300 --timeout-method thread ${TESTS_K:+-k "$TESTS_K"} ${TESTS_ARGS:-} \
              tests/test_cuda_binding.py tests/test_cuda_decode.py tests/test_cuda_fwd.py 2>&1 | tee "$OUT/gpu_tests.log" | tail -25 ;;
@@ -99,6 +99,17 @@ torch_flashinfer.flash_attn_func(q, k, v, causal=True)
 with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
     torch.nn.functional.scaled_dot_product_attention(*(x.transpose(1, 2) for x in (q, k, v)), is_causal=True)" \
            2>&1 | grep -vE "^==PROF==" > "$OUT/ncu_short.log"; tail -40 "$OUT/ncu_short.log" ;;
+    ncu_hybrid) ncu --clock-control none -k regex:"fwd_kernel|fmha|cudnn|flash" -c 8 --metrics \
+           gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active,launch__grid_size,launch__registers_per_thread,lts__t_sector_op_read_hit_rate.pct,smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio \
+           python3 -c "
+import torch, torch_flashinfer  # seed hybrid, 100 requests of 128 keys, 32 heads d128: fa3, fa2, then the best SDPA per part
+from torch_flashinfer.benchmark import backends, schema
+for frac in (1.0, 0.5):
+    case = schema.Case('hybrid', 100, 32, 32, 128, 128, 128, True, 'float16', prefill_fraction=frac)
+    x = backends.make_inputs(case, torch.device('cuda'))
+    for algo in ('fa3', 'fa2'): backends.torch_flashinfer(case, x, algo)()
+    for q, k, v in backends.hybrid_parts(case, x): backends.sdpa_call(q, k, v, True, 'sdpa_cudnn')()" \
+           2>&1 | grep -vE "^==PROF==" > "$OUT/ncu_hybrid.log"; grep -E "^  [a-zA-Z_].*\(|duration|bytes|throughput|gmma|grid_size|registers|hit_rate|stalled" "$OUT/ncu_hybrid.log" | head -90 ;;
     ncu_paged) ncu --clock-control none -k regex:split_kv -c 7 --section SpeedOfLight --section MemoryWorkloadAnalysis \
            --section WarpStateStats --metrics lts__t_sectors_srcunit_tex_op_read.sum,lts__t_sector_op_read_hit_rate.pct,dram__bytes_read.sum,smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio,smsp__average_warps_issue_stalled_lg_throttle_per_issue_active.ratio \
            python3 -c "

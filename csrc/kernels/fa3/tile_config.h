@@ -57,9 +57,13 @@ constexpr bool pingpong_for(int head_dim) { return TFI_FA3_PINGPONG != 0 && over
 constexpr bool pingpong_for(int head_dim) { return overlap_for(head_dim); }
 #endif
 #ifndef TFI_FA3_PERSISTENT
-#define TFI_FA3_PERSISTENT 1
+#define TFI_FA3_PERSISTENT 2
+#endif
+#ifndef TFI_FA3_PREFETCH
+#define TFI_FA3_PREFETCH 1
 #endif
 constexpr bool kPersistent = TFI_FA3_PERSISTENT != 0;
 constexpr bool kPersistentMasked = TFI_FA3_PERSISTENT == 2;
+constexpr bool kPrefetch = TFI_FA3_PREFETCH != 0;
 
 }  // namespace torch_flashinfer::fa3
