@@ -145,9 +145,8 @@ def test_many_short_dense_features(dtype, algo):
 
 
 # Causal prompts of several query tiles, more (tile, head, sequence) items than any GPU has SMs:
-# fa3's persistent CTAs run items of unequal work, in rounds of alternating direction, each item's
-# first tiles asked into L2 during the item before; ragged lengths, a window, paged caches copied
-# by TMA (16) and row by row (5), more keys than queries.
+# fa3's persistent CTAs run items of unequal work, in rounds of alternating direction; ragged
+# lengths, a window, paged caches copied by TMA (16) and row by row (5), more keys than queries.
 FA3_PERSISTENT = [
     ("dense", [1025] * 4, [1025] * 4, None, (-1, -1)),
     ("varlen", [1025, 700, 1, 1300, 0, 257], [1025, 900, 1, 1300, 0, 600], None, (-1, -1)),

@@ -67,16 +67,6 @@ __device__ __forceinline__ void tma_load_4d(uint32_t dst, const void* map, uint3
 #endif
 }
 
-// TMA prefetch: asks for the box of `map` at (c0, ..., c3) to be brought into L2, with no shared
-// memory or barrier behind it; a later tma_load_4d of the box then reads L2. Out-of-range boxes are ignored.
-__device__ __forceinline__ void tma_prefetch_4d(const void* map, int c0, int c1, int c2, int c3) {
-#if TFI_SM90_ENABLED
-  asm volatile("cp.async.bulk.prefetch.tensor.4d.L2.global.tile [%0, {%1, %2, %3, %4}];\n" ::"l"(map), "r"(c0),
-               "r"(c1), "r"(c2), "r"(c3)
-               : "memory");
-#endif
-}
-
 // Orders this thread's generic-proxy shared-memory writes (st.shared, cp.async) before later
 // async-proxy accesses (wgmma operand reads, TMA writes) of the same bytes.
 __device__ __forceinline__ void fence_proxy_async() {

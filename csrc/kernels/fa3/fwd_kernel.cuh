@@ -24,7 +24,6 @@
 #include "common/sequence.cuh"
 #include "common/sm90.cuh"
 #include "common/tile_copy.cuh"
-#include "fa3/tile_config.h"
 #include "fa3/wgmma.cuh"
 #include "torch_flashinfer/params.h"
 
@@ -209,28 +208,6 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
       if (!load_item<Shape>(p, item, num_m_blocks, w)) continue;
       const T* k_head = static_cast<const T*>(p.k) + int64_t(w.hk) * p.k_head_stride;
       const T* v_head = static_cast<const T*>(p.v) + int64_t(w.hk) * p.v_head_stride;
-      const int q_row = packed_q ? int(w.seq.q_row0) + w.m0 : w.m0, q_batch = packed_q ? 0 : w.b;
-      // The item's Q and first K/V tile are asked into L2 as soon as the previous item's copies are
-      // out: their copies into shared memory wait for buffers that the items before free, and a
-      // short item (a tile or two of keys) is little more than those copies. So a CTA keeps the
-      // reads of two items in flight rather than of one. (Not the CTA's first item, nor tiles
-      // TMA does not copy.)
-      if (kPrefetch && k > 0 && tid == 0) {
-#pragma unroll
-        for (int cb = 0; cb < QRows::kColBlocks; ++cb) sm90::tma_prefetch_4d(&maps.q, cb * QRows::kBlockCols, q_row, w.h, q_batch);
-        const int n0 = w.last_tile * kN;
-        int row = w.seq.k_row0 + n0, batch = packed_k ? 0 : w.b;
-        if constexpr (kMode == KvMode::kPagedTile) {
-          if (w.tiles() > 0) paged_position(p, w.seq, w.b, n0, batch, row);
-        }
-        if (kMode != KvMode::kPagedRow && w.tiles() > 0 && n0 + kN <= w.seq.seqlen_k && batch >= 0) {
-#pragma unroll
-          for (int cb = 0; cb < KvRows::kColBlocks; ++cb) {
-            sm90::tma_prefetch_4d(&maps.k, cb * KvRows::kBlockCols, row, w.hk, batch);
-            sm90::tma_prefetch_4d(&maps.v, cb * KvRows::kBlockCols, row, w.hk, batch);
-          }
-        }
-      }
       // K and V of the item's tile it (from the last down).
       auto copy_tile = [&](int it) {
         const int stage = stage_of(ring + it);
@@ -291,8 +268,8 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
         const uint32_t q_dst = smem_addr(sQ + q_buf(n) * kM * kD);
 #pragma unroll
         for (int cb = 0; cb < QRows::kColBlocks; ++cb) {
-          sm90::tma_load_4d(q_dst + cb * QRows::kBlockBytes, &maps.q, q_full(q_buf(n)), cb * QRows::kBlockCols, q_row,
-                            w.h, q_batch);
+          sm90::tma_load_4d(q_dst + cb * QRows::kBlockBytes, &maps.q, q_full(q_buf(n)), cb * QRows::kBlockCols,
+                            packed_q ? int(w.seq.q_row0) + w.m0 : w.m0, w.h, packed_q ? 0 : w.b);
         }
       }
       for (int it = kQBuffers == 1 ? 1 : 0; it < w.tiles(); ++it) copy_tile(it);

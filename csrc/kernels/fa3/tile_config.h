@@ -19,17 +19,18 @@
 // Persistent CTAs: with more work items than SMs, one CTA per SM runs items in rounds of the grid
 // (fwd_kernel.cuh cta_item), and an item's first K/V tile is copied during the previous item's
 // math (one CTA fits an SM, so without this nothing hides an item's first copies: short prompts
-// are all first copies). Only where the items' work does not grow with their query tile
-// (launch.cuh): unmasked, or one query tile per sequence. A causal prompt's query tiles take 1..n
-// key tiles, and a plain stride over the rounds loaded some SMs with the long ones: 2.17 against
-// 2.00 ms at 2 x 8k causal, 0.338 against 0.307 at 32 x 512 causal (there the 4 tiles per head
-// divide the 132 CTAs: each CTA got the same tile of every head), 0.274 against 0.336 at 32 x 512
-// unmasked. The rounds now alternate direction, which pairs heavy tiles with light ones; masked
-// items with persistent CTAs (-DTFI_FA3_PERSISTENT=2) are not timed in that order yet. Ragged
-// lengths (varlen, cache_seqlens) still take the persistent grid, unmeasured apart from the
-// seed's hybrid batches of 128-token prompts.
+// are all first copies). A causal prompt's query tiles take 1..n key tiles, and a plain stride over
+// the rounds loaded some SMs with the long ones (2.17 against 2.00 ms non-persistent at 2 x 8k
+// causal; at 32 x 512 the 4 tiles per head divide the 132 CTAs, so each CTA got the same tile of
+// every head), so masked items ran one CTA each. The rounds now alternate direction, which pairs
+// heavy tiles with light ones, and masked items run persistent too: on the H200 (fp16,
+// benchmarks/results/h200/fa3_persistent_masked.json, one build against the other in one call)
+// 0.247 against 0.315 ms at 32 x 512 causal, 0.563 / 0.610 at 8 x 2k, 2.008 / 2.044 at 2 x 8k,
+// 0.691 / 0.740 at 4 x 4k d=64, 0.989 / 1.039 at d=256; unmasked rows within 1-4 % either way.
+// A TMA prefetch into L2 of each item's Q and first K/V tile during the item before made short
+// rows slower (0.136 against 0.123 ms on the seed's 100 x 128-token hybrid batch) and was dropped.
 // Tuning builds override them with -DTFI_FA3_BLOCK_N=64|80|96|128 (the shapes of fa3/wgmma.cuh)
-// -DTFI_FA3_OVERLAP=0|1 -DTFI_FA3_PINGPONG=0|1 -DTFI_FA3_PERSISTENT=0|1|2 (2: masked items too).
+// -DTFI_FA3_OVERLAP=0|1 -DTFI_FA3_PINGPONG=0|1 -DTFI_FA3_PERSISTENT=0|1|2 (1: unmasked items only).
 #pragma once
 
 namespace torch_flashinfer::fa3 {
@@ -59,11 +60,7 @@ constexpr bool pingpong_for(int head_dim) { return overlap_for(head_dim); }
 #ifndef TFI_FA3_PERSISTENT
 #define TFI_FA3_PERSISTENT 2
 #endif
-#ifndef TFI_FA3_PREFETCH
-#define TFI_FA3_PREFETCH 1
-#endif
 constexpr bool kPersistent = TFI_FA3_PERSISTENT != 0;
 constexpr bool kPersistentMasked = TFI_FA3_PERSISTENT == 2;
-constexpr bool kPrefetch = TFI_FA3_PREFETCH != 0;
 
 }  // namespace torch_flashinfer::fa3
