@@ -43,10 +43,10 @@ GROUPS = {
     "d224": [dict(dense(16, sq, 4096, 16, 4, 224), kind="cache") for sq in (9, 16)]
     + [dict(kind="varlen", batch=64, seqlen_q=s, seqlen_k=s, heads_q=16, heads_k=4, head_dim=224, causal=True)
        for s in (128, 512)],
-    # the seed's hybrid batches: 100 requests of 128 keys, the first 128 * fraction of them prompts of
-    # 128 queries, the rest one query each (MHA, as the seed)
-    "hybrid": [dict(kind="hybrid", batch=100, seqlen_q=128, seqlen_k=128, heads_q=32, heads_k=32, head_dim=128,
-                    causal=True, prefill_fraction=f) for f in (0.0, 0.3, 0.5, 1.0)],
+    # the seed's hybrid batches: 100 requests of 128 keys, the first 100 * fraction of them prompts of
+    # 128 queries, the rest one query each; MHA as the seed, and GQA 32/8
+    "hybrid": [dict(kind="hybrid", batch=100, seqlen_q=128, seqlen_k=128, heads_q=32, heads_k=hk, head_dim=128,
+                    causal=True, prefill_fraction=f) for hk in (32, 8) for f in (0.0, 0.3, 0.5, 0.7, 1.0)],
     # varlen prefill: 64 prompts of ragged lengths around the mean, causal
     "varlen": [dict(kind="varlen", batch=64, seqlen_q=s, seqlen_k=s, heads_q=32, heads_k=8, head_dim=128, causal=True)
                for s in (64, 128, 512, 2048)],
