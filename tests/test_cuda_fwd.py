@@ -358,6 +358,18 @@ def test_auto_sends_short_q_to_fa3_where_fa2_has_no_decode_rows():
         check_case(case, algo="auto")
 
 
+def test_auto_sends_long_mha_varlen_q_to_fa3():
+    """Packed varlen q without GQA and at least FA3_VARLEN_MHA_MIN_MEAN_Q queries per sequence runs
+    on fa3 on Hopper; one query fewer, or GQA, stays on fa2 (_kernels.resolve_algo)."""
+    skip_unless_runs("fa3")
+    bound = _kernels.FA3_VARLEN_MHA_MIN_MEAN_Q
+    for lens, heads_k, family in (([1, 2 * bound - 1], 4, "fa3"), ([1, 2 * bound - 2], 4, "fa2"),
+                                  ([1, 2 * bound - 1], 2, "fa2")):
+        case = Case("varlen", lens, [300, 2 * bound], 4, heads_k, 128, torch.float16, causal=True)
+        assert auto_family(case) == family, case
+        check_case(case, algo="auto")
+
+
 def test_plans_tell_expanded_views_apart():
     """One signature's shapes and dtypes, k and v contiguous or an ``expand`` of one head: the plan
     cache keeps them apart, so "auto" may run the first on fa3 (on Hopper) but never sends the

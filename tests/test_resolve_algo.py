@@ -8,8 +8,8 @@ import torch
 from torch_flashinfer import _kernels
 from torch_flashinfer._validation import FwdLayout
 
-DENSE = FwdLayout(4, 32, 8, 128, False, "paged")
-VARLEN = FwdLayout(4, 32, 8, 128, True, "paged")
+DENSE = FwdLayout(4, 32, 8, 128, False, "paged", 4 * 128)
+VARLEN = FwdLayout(4, 32, 8, 128, True, "paged", 4 * 128)
 
 
 def test_decode_goes_to_split_kv_everywhere():
@@ -32,8 +32,20 @@ def test_varlen_and_untma_strides_go_to_fa2():
     assert _kernels.resolve_algo("auto", DENSE, 128, (9, 0), fa3_fits=lambda: False) == "fa2"
 
 
+def test_long_mha_varlen_q_goes_to_fa3_on_hopper():
+    def mha(total_q, heads_k=32):
+        return FwdLayout(100, 32, heads_k, 128, True, "varlen", total_q)
+
+    bound = _kernels.FA3_VARLEN_MHA_MIN_MEAN_Q * 100
+    assert _kernels.resolve_algo("auto", mha(bound), 128, (9, 0)) == "fa3"
+    assert _kernels.resolve_algo("auto", mha(bound - 1), 128, (9, 0)) == "fa2"
+    assert _kernels.resolve_algo("auto", mha(bound, heads_k=8), 128, (9, 0)) == "fa2"
+    assert _kernels.resolve_algo("auto", mha(bound), 128, (9, 0), fa3_fits=lambda: False) == "fa2"
+    assert _kernels.resolve_algo("auto", mha(bound), 128, (8, 0)) == "fa2"
+
+
 def test_fa2_without_decode_rows_leaves_short_and_varlen_q_to_fa3():
-    d224, varlen224 = (FwdLayout(4, 16, 4, 224, varlen, "dense") for varlen in (False, True))
+    d224, varlen224 = (FwdLayout(4, 16, 4, 224, varlen, "dense", 4) for varlen in (False, True))
     assert _kernels.resolve_algo("auto", d224, _kernels.FA2_PACKED_MAX_SEQLEN_Q, (9, 0)) == "fa3"
     assert _kernels.resolve_algo("auto", d224, _kernels.DECODE_MAX_SEQLEN_Q + 1, (9, 0)) == "fa3"
     assert _kernels.resolve_algo("auto", d224, _kernels.DECODE_MAX_SEQLEN_Q, (9, 0)) == "split_kv"

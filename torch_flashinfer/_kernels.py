@@ -27,6 +27,9 @@ DECODE_MAX_SEQLEN_Q = 8  # "auto" sends dense q with at most this many tokens to
 FA2_PACKED_MAX_SEQLEN_Q = 16  # fa2 runs sequences of at most this many queries as decode rows (kDecodeMaxSeqlenQ)
 # Head dims whose fa2 shape has eight warps (tile_config.h): no packed decode rows, 128-query tiles instead
 FA2_UNPACKED_HEAD_DIMS = (224,)
+# "auto" sends packed varlen q without GQA to fa3 on Hopper from this many queries per sequence on
+# (half of fa3's 128-query tile): below it fa2's decode rows win (resolve_algo)
+FA3_VARLEN_MHA_MIN_MEAN_Q = 64
 _DTYPE_TAGS = {torch.float16: "fp16", torch.bfloat16: "bf16"}
 COMMON = KernelLibrary("common", ("kernels/append_kv.cu",))
 
@@ -76,9 +79,14 @@ def resolve_algo(algo: str, layout: FwdLayout, seqlen_q: int, sm: tuple[int, int
     - other dense q on Hopper (sm_90): fa3, 1.0x (d=32; b32 x 512 causal) to 1.9x (d=160) fa2 on
       every prefill row and head dim, and 1.5-1.7x on paged caches whose pages TMA copies (16, 32,
       64, 128, 256 at d=128); fa2 where fa3 does not fit (0.5-0.6x fa2 on pages of 1, 5, 24, 40, 96);
-    - packed varlen q: fa2. Its short sequences run as GQA-packed decode rows: fa3 is 0.80x fa2 on
-      a batch of decode requests, 0.80-0.97x below 40 % prefill, 1.20x at 100 %, and 0.88-1.13x on
-      batches of ragged prompts.
+    - packed varlen q: fa2. Its short sequences run as GQA-packed decode rows: on the seed's hybrid
+      batches (100 requests of 128 keys, 32 heads, MHA; seed.json of 2026-12-04) fa3 is 0.74x fa2 on
+      decode requests alone and 0.81-0.95x from 10 to 40 % prefill; on 64 ragged GQA 32/8 prompts
+      (fa3_choice.json, before fa3 ran masked items on persistent CTAs) 0.88-1.13x.
+    - except packed varlen q without GQA (heads_q == heads_k) whose sequences hold at least
+      FA3_VARLEN_MHA_MIN_MEAN_Q queries on average: fa3 on Hopper, 1.01x fa2 at 50 % prefill (64.5
+      queries per request), 1.03-1.20x from 60 % to 100 % (seed.json). With GQA it is unmeasured
+      since that change, so fa2 keeps it.
     - except at the head dims of FA2_UNPACKED_HEAD_DIMS (d=224), where fa2 has no decode rows: the
       9-16-token and varlen calls go to fa3 on Hopper too, which takes 0.20 ms against fa2's 0.46
       at 16 x 9 and 16 x 16 queries x 4k keys, and 1.25x / 1.59x fa2's speed on 64 ragged prompts
@@ -90,8 +98,12 @@ def resolve_algo(algo: str, layout: FwdLayout, seqlen_q: int, sm: tuple[int, int
     if algo == "auto":
         if not layout.varlen_q and seqlen_q <= DECODE_MAX_SEQLEN_Q:
             return "split_kv"
-        fa2_packs = ((layout.varlen_q or seqlen_q <= FA2_PACKED_MAX_SEQLEN_Q)
-                     and layout.head_dim not in FA2_UNPACKED_HEAD_DIMS)
+        if layout.varlen_q:
+            fa2_packs = not (layout.heads_q == layout.heads_k
+                             and layout.total_q >= FA3_VARLEN_MHA_MIN_MEAN_Q * layout.batch)
+        else:
+            fa2_packs = seqlen_q <= FA2_PACKED_MAX_SEQLEN_Q
+        fa2_packs = fa2_packs and layout.head_dim not in FA2_UNPACKED_HEAD_DIMS
         return "fa3" if sm == (9, 0) and not fa2_packs and fa3_fits() else "fa2"
     if algo not in FAMILIES:
         raise NotImplementedError(f"flashinfer.fwd: algo {algo!r} has no CUDA kernel yet; available: "

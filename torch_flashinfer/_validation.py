@@ -37,6 +37,7 @@ class FwdLayout:
     head_dim: int
     varlen_q: bool  # q is (total_q, heads_q, d) with cu_seqlens_q
     kv_layout: str  # "dense" (b, s, hk, d) | "varlen" (total_k, hk, d) | "paged" (blocks, page, hk, d)
+    total_q: int  # queries of all sequences: q.shape[0] for varlen q, else batch * seqlen_q
 
 
 def _fail(op: str, msg: str, exc=ValueError):
@@ -194,7 +195,8 @@ def check_fwd(
     if num_splits < 0:
         _fail(op, f"num_splits must be >= 0 (0 = heuristic), got {num_splits}")
 
-    layout = FwdLayout(batch, heads_q, heads_k, head_dim, varlen_q, kv_layout)
+    total_q = q.shape[0] if varlen_q else batch * q.shape[1]
+    layout = FwdLayout(batch, heads_q, heads_k, head_dim, varlen_q, kv_layout, total_q)
     if check_data_enabled(q):
         _check_fwd_data(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                         cache_seqlens, cache_leftpad, block_table, layout)
