@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device call: install, build every kernel, run the GPU tests, then an optional step.
-#   bash benchmarks/gpu_session.sh [fa3|fa3_tests|fa3_variants|fa3_choice|fa3_ab|tests|alltests|hftests|tune|tune_split|tune_paged|ncu_short|ncu_paged|ncu_hybrid|ab_split|ab_paged|ab_bench|bench|decode|ncu|ncu_cmp|ncu_decode|llama|sanitize]...
+#   bash benchmarks/gpu_session.sh [fa3|fa3_tests|fa3_variants|fa3_choice|fa3_ab|tests|alltests|hftests|tune|tune_split|tune_paged|ncu_short|ncu_paged|ncu_hybrid|ncu_hybrid_stalls|ab_split|ab_paged|ab_bench|bench|decode|ncu|ncu_cmp|ncu_decode|llama|sanitize]...
 #   (env: SUITE, SCENARIOS, BENCH_ARGS, BENCH_TIMEOUT, FA3_TESTS_TIMEOUT, CHOICE_ARGS, CHOICE_TIMEOUT, AB_GROUPS, SANITIZE_TIMEOUT, TESTS_K, TESTS_ARGS, TESTS_TIMEOUT, SANITIZE_ALGOS, FA3_VARIANTS, TUNE_DIMS, TUNE_ARGS, TUNE_SPLIT_ARGS, TUNE_TIMEOUT, PAGES, PAGED_ARGS, LLAMA_ARGS, NCU_CAUSAL, NCU_SHAPES, AB_CSRC)
 # Logs and JSON land in $OUT (the device tool brings them back).
 set -uo pipefail
@@ -110,6 +110,15 @@ for frac in (1.0, 0.5):
     for algo in ('fa3', 'fa2'): backends.torch_flashinfer(case, x, algo)()
     for q, k, v in backends.hybrid_parts(case, x): backends.sdpa_call(q, k, v, True, 'sdpa_cudnn')()" \
            2>&1 | grep -vE "^==PROF==" > "$OUT/ncu_hybrid.log"; grep -E "^  [a-zA-Z_].*\(|duration|bytes|throughput|gmma|grid_size|registers|hit_rate|stalled" "$OUT/ncu_hybrid.log" | head -90 ;;
+    ncu_hybrid_stalls) ncu --clock-control none -k regex:"fwd_kernel|fprop" -c 2 --section WarpStateStats --section SchedulerStats \
+           --section MemoryWorkloadAnalysis --section SourceCounters --import-source no python3 -c "
+import torch, torch_flashinfer  # the seed's hybrid batch with prefill only: fa3, then cuDNN's prefill kernel; where warps wait
+from torch_flashinfer.benchmark import backends, schema
+case = schema.Case('hybrid', 100, 32, 32, 128, 128, 128, True, 'float16', prefill_fraction=1.0)
+x = backends.make_inputs(case, torch.device('cuda'))
+backends.torch_flashinfer(case, x, 'fa3')()
+for q, k, v in backends.hybrid_parts(case, x): backends.sdpa_call(q, k, v, True, 'sdpa_cudnn')()" \
+           2>&1 | grep -vE "^==PROF==" > "$OUT/ncu_hybrid_stalls.log"; grep -E "fwd_kernel|fprop|Stall|stall|Warp Cycles|Issued|Eligible" "$OUT/ncu_hybrid_stalls.log" | head -60 ;;
     ncu_paged) ncu --clock-control none -k regex:split_kv -c 7 --section SpeedOfLight --section MemoryWorkloadAnalysis \
            --section WarpStateStats --metrics lts__t_sectors_srcunit_tex_op_read.sum,lts__t_sector_op_read_hit_rate.pct,dram__bytes_read.sum,smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio,smsp__average_warps_issue_stalled_lg_throttle_per_issue_active.ratio \
            python3 -c "
