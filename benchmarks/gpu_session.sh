@@ -11,12 +11,12 @@ python3 -m pip install -q --no-deps --no-build-isolation -e . > /tmp/install.log
 ( time python3 -m torch_flashinfer.build ) > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
 tail -3 "$OUT/build.log"
 fa3_tree() {  # tree=/tmp/csrc_fa3_<digits>: csrc with those fa3 schedule macros at every head dim ('d': the default)
-  [[ $1 =~ ^[01d][01d][012d]$ ]] || { echo "FA3_VARIANTS: digits overlap 0/1, ping-pong 0/1, persistent 0/1/2 (2: masked items too), or d, not '$1'"; return 1; }
+  [[ $1 =~ ^[01d][01d][012d][01d]?$ ]] || { echo "FA3_VARIANTS: digits overlap 0/1, ping-pong 0/1, persistent 0/1/2 (2: masked items too), optionally L2 row prefetch 0/1, or d, not '$1'"; return 1; }
   tree=/tmp/csrc_fa3_$1; rm -rf "$tree"; cp -r csrc "$tree"
-  local i names=(OVERLAP PINGPONG PERSISTENT)
-  for i in 2 1 0; do [ "${1:$i:1}" = d ] || sed -i "/#pragma once/a #define TFI_FA3_${names[$i]} ${1:$i:1}" "$tree/kernels/fa3/tile_config.h"; done
+  local i names=(OVERLAP PINGPONG PERSISTENT PREFETCH_ROWS)
+  for ((i = ${#1} - 1; i >= 0; i--)); do [ "${1:$i:1}" = d ] || sed -i "/#pragma once/a #define TFI_FA3_${names[$i]} ${1:$i:1}" "$tree/kernels/fa3/tile_config.h"; done
 }
-fa3_label() { [ "$1" = . ] && echo "== fa3 as shipped" || echo "== fa3 overlap ${1:0:1} ping-pong ${1:1:1} persistent ${1:2:1}"; }
+fa3_label() { [ "$1" = . ] && echo "== fa3 as shipped" || echo "== fa3 overlap ${1:0:1} ping-pong ${1:1:1} persistent ${1:2:1} row prefetch ${1:3:1}"; }
 for step in "$@"; do
   case $step in
     fa3) nvcc -std=c++17 -O2 -gencode=arch=compute_90a,code=sm_90a -Icsrc/include -Icsrc/kernels benchmarks/fa3_probe.cu \

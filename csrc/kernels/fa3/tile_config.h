@@ -28,9 +28,12 @@
 // 0.247 against 0.315 ms at 32 x 512 causal, 0.563 / 0.610 at 8 x 2k, 2.008 / 2.044 at 2 x 8k,
 // 0.691 / 0.740 at 4 x 4k d=64, 0.989 / 1.039 at d=256; unmasked rows within 1-4 % either way.
 // A TMA prefetch into L2 of each item's Q and first K/V tile during the item before made short
-// rows slower (0.136 against 0.123 ms on the seed's 100 x 128-token hybrid batch) and was dropped.
+// rows slower (0.136 against 0.123 ms on the seed's 100 x 128-token hybrid batch) and was dropped;
+// its cost grew with the items, not with their bytes (d=64 4 x 4k causal 0.785 against 0.691), as if
+// each prefetch held up the thread that issues the copies. -DTFI_FA3_PREFETCH_ROWS=1 asks L2 for the
+// same rows with one prefetch per line from the whole copy warpgroup instead: untimed.
 // Tuning builds override them with -DTFI_FA3_BLOCK_N=64|80|96|128 (the shapes of fa3/wgmma.cuh)
-// -DTFI_FA3_OVERLAP=0|1 -DTFI_FA3_PINGPONG=0|1 -DTFI_FA3_PERSISTENT=0|1|2 (1: unmasked items only).
+// -DTFI_FA3_OVERLAP=0|1 -DTFI_FA3_PINGPONG=0|1 -DTFI_FA3_PERSISTENT=0|1|2 (1: unmasked items only) -DTFI_FA3_PREFETCH_ROWS=0|1.
 #pragma once
 
 namespace torch_flashinfer::fa3 {
@@ -62,5 +65,9 @@ constexpr bool pingpong_for(int head_dim) { return overlap_for(head_dim); }
 #endif
 constexpr bool kPersistent = TFI_FA3_PERSISTENT != 0;
 constexpr bool kPersistentMasked = TFI_FA3_PERSISTENT == 2;
+#ifndef TFI_FA3_PREFETCH_ROWS
+#define TFI_FA3_PREFETCH_ROWS 0
+#endif
+constexpr bool kPrefetchRows = TFI_FA3_PREFETCH_ROWS != 0;
 
 }  // namespace torch_flashinfer::fa3
