@@ -16,7 +16,7 @@ fa3_tree() {  # tree=/tmp/csrc_fa3_<digits>: csrc with those fa3 schedule macros
   local i names=(OVERLAP PINGPONG PERSISTENT PREFETCH_ROWS)
   for ((i = ${#1} - 1; i >= 0; i--)); do [ "${1:$i:1}" = d ] || sed -i "/#pragma once/a #define TFI_FA3_${names[$i]} ${1:$i:1}" "$tree/kernels/fa3/tile_config.h"; done
 }
-fa3_label() { [ "$1" = . ] && echo "== fa3 as shipped" || echo "== fa3 overlap ${1:0:1} ping-pong ${1:1:1} persistent ${1:2:1} row prefetch ${1:3:1}"; }
+fa3_label() { [ "$1" = . ] && echo "== fa3 as shipped" || echo "== fa3 overlap ${1:0:1} ping-pong ${1:1:1} persistent ${1:2:1} row prefetch ${1:3:1}" | sed 's/ row prefetch $//'; }
 for step in "$@"; do
   case $step in
     fa3) nvcc -std=c++17 -O2 -gencode=arch=compute_90a,code=sm_90a -Icsrc/include -Icsrc/kernels benchmarks/fa3_probe.cu \

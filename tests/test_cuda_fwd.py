@@ -146,17 +146,19 @@ def test_many_short_dense_features(dtype, algo):
 
 # Causal prompts of several query tiles, more (tile, head, sequence) items than any GPU has SMs:
 # fa3's persistent CTAs run items of unequal work, in rounds of alternating direction; ragged
-# lengths, a window, paged caches copied by TMA (16) and row by row (5), more keys than queries.
+# lengths, a window, paged caches copied by TMA (16) and row by row (5), more keys than queries
+# and fewer (the first query tiles of a causal prompt then have no key tile).
 FA3_PERSISTENT = [
     ("dense", [1025] * 4, [1025] * 4, None, (-1, -1)),
     ("varlen", [1025, 700, 1, 1300, 0, 257], [1025, 900, 1, 1300, 0, 600], None, (-1, -1)),
     ("cache", [600] * 4, [601, 1200, 2000, 650], None, (250, -1)),
     ("paged", [700] * 4, [700, 1500, 831, 1200], 16, (-1, -1)),
     ("paged", [700] * 4, [700, 1500, 831, 1200], 5, (-1, -1)),
+    ("cache", [1025] * 4, [300, 1025, 40, 700], None, (-1, -1)),  # query tiles that see no key among the items
 ]
 
 
-@pytest.mark.parametrize("head_dim", [64, 128, 256])
+@pytest.mark.parametrize("head_dim", [64, 128, 224, 256])
 @pytest.mark.parametrize("layout,seqlens_q,seqlens_k,page,window", FA3_PERSISTENT,
                          ids=[f"{c[0]}p{c[3]}{'w' if c[4][0] >= 0 else ''}" for c in FA3_PERSISTENT])
 def test_fa3_persistent_causal(head_dim, layout, seqlens_q, seqlens_k, page, window):

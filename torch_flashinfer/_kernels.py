@@ -85,8 +85,11 @@ def resolve_algo(algo: str, layout: FwdLayout, seqlen_q: int, sm: tuple[int, int
       (fa3_choice.json, before fa3 ran masked items on persistent CTAs) 0.88-1.13x.
     - except packed varlen q without GQA (heads_q == heads_k) whose sequences hold at least
       FA3_VARLEN_MHA_MIN_MEAN_Q queries on average: fa3 on Hopper, 1.01x fa2 at 50 % prefill (64.5
-      queries per request), 1.03-1.20x from 60 % to 100 % (seed.json). With GQA it is unmeasured
-      since that change, so fa2 keeps it.
+      queries per request; within run noise), 1.03-1.20x from 60 % to 100 % (seed.json). That is
+      all it rests on: prompts of 128 tokens and decode requests over 128 keys. A decode request
+      over a long cache costs fa3 a 128-row tile per key tile; rows of q past the last sequence
+      (a padded buffer) count as queries. With GQA it is unmeasured since masked items went
+      persistent, so fa2 keeps it.
     - except at the head dims of FA2_UNPACKED_HEAD_DIMS (d=224), where fa2 has no decode rows: the
       9-16-token and varlen calls go to fa3 on Hopper too, which takes 0.20 ms against fa2's 0.46
       at 16 x 9 and 16 x 16 queries x 4k keys, and 1.25x / 1.59x fa2's speed on 64 ragged prompts
