@@ -17,7 +17,7 @@ import sys
 import torch
 
 import torch_flashinfer  # noqa: F401
-from torch_flashinfer.benchmark import timing
+from torch_flashinfer.benchmark import backends, schema, timing
 
 DTYPE = torch.float16
 TOKENS = 16384  # tokens per prefill point, as in the llm suite
@@ -60,17 +60,16 @@ def make_call(case, algo, gen):
     def randn(*shape):
         return torch.randn(*shape, device="cuda", dtype=DTYPE, generator=gen)
 
-    if case["kind"] in ("varlen", "hybrid"):
-        if case["kind"] == "hybrid":
-            prompts = round(b * case["prefill_fraction"])
-            lens_q = torch.tensor([sq] * prompts + [1] * (b - prompts), device="cuda")
-            lens_k = torch.full((b,), sk, device="cuda")
-        else:
-            lens_q = lens_k = torch.randint(sq // 2, sq * 3 // 2 + 1, (b,), generator=gen, device="cuda")
-        cu_q, cu_k = (torch.nn.functional.pad(x.cumsum(0), (1, 0)).to(torch.int32) for x in (lens_q, lens_k))
-        q, k, v = randn(int(cu_q[-1]), hq, d), randn(int(cu_k[-1]), hk, d), randn(int(cu_k[-1]), hk, d)
-        max_q, max_k = int(lens_q.max()), int(lens_k.max())
-        return lambda: fwd(q, k, v, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, max_seqlen_q=max_q, max_seqlen_k=max_k,
+    if case["kind"] == "hybrid":  # the benchmark CLI's own inputs and call for the seed's hybrid rows
+        hybrid = schema.Case("hybrid", b, hq, hk, sq, sk, d, case["causal"], "float16",
+                             prefill_fraction=case["prefill_fraction"])
+        return backends.torch_flashinfer(hybrid, backends.make_inputs(hybrid, torch.device("cuda")), algo)
+    if case["kind"] == "varlen":
+        lens = torch.randint(sq // 2, sq * 3 // 2 + 1, (b,), generator=gen, device="cuda")
+        cu = torch.nn.functional.pad(lens.cumsum(0), (1, 0)).to(torch.int32)
+        total, max_len = int(cu[-1]), int(lens.max())
+        q, k, v = randn(total, hq, d), randn(total, hk, d), randn(total, hk, d)
+        return lambda: fwd(q, k, v, cu_seqlens_q=cu, cu_seqlens_k=cu, max_seqlen_q=max_len, max_seqlen_k=max_len,
                            causal=case["causal"], algo=algo)
     q = randn(b, sq, hq, d)
     if case["kind"] == "paged":
