@@ -10,13 +10,12 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv > "
 python3 -m pip install -q --no-deps --no-build-isolation -e . > /tmp/install.log 2>&1 || { cat /tmp/install.log; exit 1; }
 ( time python3 -m torch_flashinfer.build ) > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
 tail -3 "$OUT/build.log"
-fa3_tree() {  # tree=/tmp/csrc_fa3_<digits>: csrc with those fa3 schedule macros at every head dim ('d': the default)
-  [[ $1 =~ ^[01d][01d][012d][01d]?$ ]] || { echo "FA3_VARIANTS: digits overlap 0/1, ping-pong 0/1, persistent 0/1/2 (2: masked items too), optionally L2 row prefetch 0/1, or d, not '$1'"; return 1; }
-  tree=/tmp/csrc_fa3_$1; rm -rf "$tree"; cp -r csrc "$tree"
-  local i names=(OVERLAP PINGPONG PERSISTENT PREFETCH_ROWS)
-  for ((i = ${#1} - 1; i >= 0; i--)); do [ "${1:$i:1}" = d ] || sed -i "/#pragma once/a #define TFI_FA3_${names[$i]} ${1:$i:1}" "$tree/kernels/fa3/tile_config.h"; done
+fa3_tree() {  # tree=/tmp/csrc_fa3_<spec>: csrc with the fa3 tuning macros of spec NAME=value[,NAME=value] (tile_config.h)
+  [[ $1 =~ ^[A-Z_0-9]+=[0-9]+(,[A-Z_0-9]+=[0-9]+)*$ ]] || { echo "FA3_VARIANTS: '.' or NAME=value[,NAME=value] of tile_config.h's TFI_FA3_ macros, not '$1'"; return 1; }
+  tree=/tmp/csrc_fa3_${1//[=,]/_}; rm -rf "$tree"; cp -r csrc "$tree"
+  local kv; for kv in ${1//,/ }; do sed -i "/#pragma once/a #define TFI_FA3_${kv%%=*} ${kv#*=}" "$tree/kernels/fa3/tile_config.h"; done
 }
-fa3_label() { [ "$1" = . ] && echo "== fa3 as shipped" || echo "== fa3 overlap ${1:0:1} ping-pong ${1:1:1} persistent ${1:2:1} row prefetch ${1:3:1}" | sed 's/ row prefetch $//'; }
+fa3_label() { [ "$1" = . ] && echo "== fa3 as shipped" || echo "== fa3 $1"; }
 for step in "$@"; do
   case $step in
     fa3) nvcc -std=c++17 -O2 -gencode=arch=compute_90a,code=sm_90a -Icsrc/include -Icsrc/kernels benchmarks/fa3_probe.cu \
@@ -29,17 +28,17 @@ for causal in (False, True):
     print('fa3 smoke, causal', causal, 'max |fa3 - fa2|', (a.float() - b.float()).abs().max().item())" 2>&1 | tee "$OUT/fa3_smoke.log" ;;
     fa3_tests) timeout ${FA3_TESTS_TIMEOUT:-420} python3 -m pytest -q -n 8 --timeout 120 --timeout-method thread --maxfail 40 -k fa3 tests/test_cuda_fwd.py 2>&1 \
            | tee "$OUT/fa3_tests.log" | tail -30 ;;
-    fa3_variants) for v in ${FA3_VARIANTS:-dd1 dd2}; do  # the fa3 tests on each fa3 build (fa3_tree's digits)
+    fa3_variants) for v in ${FA3_VARIANTS:-PERSISTENT=1 PERSISTENT=0}; do  # the fa3 tests on each fa3 build (fa3_tree's specs)
            fa3_tree $v || continue; fa3_label $v
            TORCH_FLASHINFER_CSRC=$tree timeout 540 python3 -m pytest -q -n 8 \
              --timeout 180 --timeout-method thread --maxfail 20 -k fa3 tests/test_cuda_fwd.py 2>&1 | tail -6  # (first calls build the tree)
          done 2>&1 | tee "$OUT/fa3_variants.log" ;;
     fa3_choice) timeout ${CHOICE_TIMEOUT:-300} python3 benchmarks/fa3_choice.py --out "$OUT/fa3_choice.json" ${CHOICE_ARGS:-} 2>&1 \
            | tee "$OUT/fa3_choice.log" | grep -v "^torch_flashinfer: build" ;;
-    fa3_ab) for v in ${FA3_VARIANTS:-. dd1}; do  # fa3 prefill timings of each fa3 build ('.': this tree as it is)
-           tree=; [ "$v" = . ] || fa3_tree $v || continue; fa3_label $v
+    fa3_ab) i=0; for v in ${FA3_VARIANTS:-. PERSISTENT=1}; do  # fa3 prefill timings of each fa3 build ('.': this tree as it is)
+           tree=; i=$((i + 1)); [ "$v" = . ] || fa3_tree $v || continue; fa3_label $v
            TORCH_FLASHINFER_CSRC=$tree timeout 200 python3 benchmarks/fa3_choice.py --algos fa3 --groups ${AB_GROUPS:-prefill} \
-             --out "/tmp/ab/fa3_${v/./shipped}.json"; done 2>&1 | tee "$OUT/fa3_ab.log" | grep -v "^torch_flashinfer: build"
+             --out "/tmp/ab/fa3_${i}_$(echo ${v/./shipped} | tr =, _-).json"; done 2>&1 | tee "$OUT/fa3_ab.log" | grep -v "^torch_flashinfer: build"
          tar -C /tmp -cf "$OUT/fa3_ab.tar" ab ;;
     tests) timeout ${TESTS_TIMEOUT:-540} python3 -m pytest -q -n 8 --timeout 300 --timeout-method thread ${TESTS_K:+-k "$TESTS_K"} ${TESTS_ARGS:-} \
              tests/test_cuda_binding.py tests/test_cuda_decode.py tests/test_cuda_fwd.py 2>&1 | tee "$OUT/gpu_tests.log" | tail -25 ;;
@@ -48,7 +47,7 @@ for causal in (False, True):
     tune_split) timeout ${TUNE_TIMEOUT:-540} python3 benchmarks/tune_split_kv.py --out "$OUT/split_kv.json" ${TUNE_SPLIT_ARGS:-} 2>&1 \
                   | tee "$OUT/tune_split.log" | grep -v "^torch_flashinfer: build" | tail -20 ;;
     tune_paged) for page in ${PAGES:-16 256}; do  # split counts on paged caches, through the op
-                  python3 benchmarks/tune_split_kv.py --page-size $page ${PAGED_ARGS:-} --out "/tmp/ab/split_kv_paged$page.json"; done 2>&1 \
+                  timeout ${TUNE_TIMEOUT:-540} python3 benchmarks/tune_split_kv.py --page-size $page ${PAGED_ARGS:-} --out "/tmp/ab/split_kv_paged$page.json"; done 2>&1 \
                   | tee "$OUT/tune_paged.log" | grep -v "^torch_flashinfer: build"; tar -C /tmp -cf "$OUT/tune_paged.tar" ab ;;
     ab_split) for run in 1 2; do for tree in A B; do  # split_kv with its plan: tree A = $AB_CSRC, B = this one
                 echo "== tree $tree, run $run"; [ $tree = A ] && src=$AB_CSRC || src=

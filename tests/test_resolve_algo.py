@@ -9,7 +9,7 @@ from torch_flashinfer import _kernels
 from torch_flashinfer._validation import FwdLayout
 
 DENSE = FwdLayout(4, 32, 8, 128, False, "paged", 4 * 128)
-VARLEN = FwdLayout(4, 32, 8, 128, True, "paged", 4 * 128)
+VARLEN = FwdLayout(4, 32, 8, 128, True, "paged", 4 * 16)  # 16 queries per sequence on average
 
 
 def test_decode_goes_to_split_kv_everywhere():
@@ -26,22 +26,25 @@ def test_prefill_goes_to_fa3_on_hopper_only():
         assert _kernels.resolve_algo("auto", DENSE, 128, sm) == "fa2"
 
 
-def test_varlen_and_untma_strides_go_to_fa2():
+def test_short_varlen_and_untma_strides_go_to_fa2():
     assert _kernels.resolve_algo("auto", VARLEN, 1, (9, 0)) == "fa2"
     assert _kernels.resolve_algo("auto", VARLEN, 128, (9, 0)) == "fa2"
     assert _kernels.resolve_algo("auto", DENSE, 128, (9, 0), fa3_fits=lambda: False) == "fa2"
 
 
-def test_long_mha_varlen_q_goes_to_fa3_on_hopper():
-    def mha(total_q, heads_k=32):
+def test_long_varlen_q_goes_to_fa3_on_hopper():
+    def varlen(total_q, heads_k):
         return FwdLayout(100, 32, heads_k, 128, True, "varlen", total_q)
 
-    bound = _kernels.FA3_VARLEN_MHA_MIN_MEAN_Q * 100
-    assert _kernels.resolve_algo("auto", mha(bound), 128, (9, 0)) == "fa3"
-    assert _kernels.resolve_algo("auto", mha(bound - 1), 128, (9, 0)) == "fa2"
-    assert _kernels.resolve_algo("auto", mha(bound, heads_k=8), 128, (9, 0)) == "fa2"
-    assert _kernels.resolve_algo("auto", mha(bound), 128, (9, 0), fa3_fits=lambda: False) == "fa2"
-    assert _kernels.resolve_algo("auto", mha(bound), 128, (8, 0)) == "fa2"
+    for heads_k, mean_q in ((32, _kernels.FA3_VARLEN_MHA_MIN_MEAN_Q), (8, _kernels.FA3_VARLEN_GQA_MIN_MEAN_Q),
+                            (1, _kernels.FA3_VARLEN_GQA_MIN_MEAN_Q)):
+        bound = mean_q * 100
+        assert _kernels.resolve_algo("auto", varlen(bound, heads_k), 128, (9, 0)) == "fa3"
+        assert _kernels.resolve_algo("auto", varlen(bound - 1, heads_k), 128, (9, 0)) == "fa2"
+        assert _kernels.resolve_algo("auto", varlen(bound, heads_k), 128, (9, 0), fa3_fits=lambda: False) == "fa2"
+        assert _kernels.resolve_algo("auto", varlen(bound, heads_k), 128, (8, 0)) == "fa2"
+    assert _kernels.FA3_VARLEN_MHA_MIN_MEAN_Q < _kernels.FA3_VARLEN_GQA_MIN_MEAN_Q
+    assert _kernels.resolve_algo("auto", varlen(_kernels.FA3_VARLEN_MHA_MIN_MEAN_Q * 100, 8), 128, (9, 0)) == "fa2"
 
 
 def test_fa2_without_decode_rows_leaves_short_and_varlen_q_to_fa3():

@@ -27,9 +27,10 @@ DECODE_MAX_SEQLEN_Q = 8  # "auto" sends dense q with at most this many tokens to
 FA2_PACKED_MAX_SEQLEN_Q = 16  # fa2 runs sequences of at most this many queries as decode rows (kDecodeMaxSeqlenQ)
 # Head dims whose fa2 shape has eight warps (tile_config.h): no packed decode rows, 128-query tiles instead
 FA2_UNPACKED_HEAD_DIMS = (224,)
-# "auto" sends packed varlen q without GQA to fa3 on Hopper from this many queries per sequence on
-# (half of fa3's 128-query tile): below it fa2's decode rows win (resolve_algo)
+# "auto" sends packed varlen q to fa3 on Hopper from this many queries per sequence on, without GQA
+# (half of fa3's 128-query tile) and with it (a whole tile): below, fa2's decode rows win (resolve_algo)
 FA3_VARLEN_MHA_MIN_MEAN_Q = 64
+FA3_VARLEN_GQA_MIN_MEAN_Q = 128
 _DTYPE_TAGS = {torch.float16: "fp16", torch.bfloat16: "bf16"}
 COMMON = KernelLibrary("common", ("kernels/append_kv.cu",))
 
@@ -83,13 +84,16 @@ def resolve_algo(algo: str, layout: FwdLayout, seqlen_q: int, sm: tuple[int, int
       batches (100 requests of 128 keys, 32 heads, MHA; seed.json of 2026-12-04) fa3 is 0.74x fa2 on
       decode requests alone and 0.81-0.95x from 10 to 40 % prefill; on 64 ragged GQA 32/8 prompts
       (fa3_choice.json, before fa3 ran masked items on persistent CTAs) 0.88-1.13x.
-    - except packed varlen q without GQA (heads_q == heads_k) whose sequences hold at least
-      FA3_VARLEN_MHA_MIN_MEAN_Q queries on average: fa3 on Hopper, 1.01x fa2 at 50 % prefill (64.5
-      queries per request; within run noise), 1.03-1.20x from 60 % to 100 % (seed.json). That is
-      all it rests on: prompts of 128 tokens and decode requests over 128 keys. A decode request
-      over a long cache costs fa3 a 128-row tile per key tile; rows of q past the last sequence
-      (a padded buffer) count as queries. With GQA it is unmeasured since masked items went
-      persistent, so fa2 keeps it.
+    - except packed varlen q whose sequences hold at least FA3_VARLEN_MHA_MIN_MEAN_Q (without GQA,
+      heads_q == heads_k) or FA3_VARLEN_GQA_MIN_MEAN_Q (with it) queries on average: fa3 on Hopper.
+      On the seed's hybrid batches (fa3_choice.json of 2026-12-04, masked items persistent) fa3 is
+      0.78 / 0.95 / 1.03 / 1.10 / 1.20x fa2 at 0 / 30 / 50 / 70 / 100 % prefill without GQA (64.5
+      queries per request at 50 %), and 0.34 / 0.69 / 0.85 / 1.01 / 1.22x with GQA 32/8 (90 queries
+      per request at 70 %); on 64 ragged GQA prompts around 64 / 128 / 512 / 2048 tokens 0.98 /
+      0.97 / 1.02 / 1.13x (ragged ones around 128 just past the bound lose up to 3 %). That is
+      all it rests on: prompts of up to 2k tokens and decode requests over 128 keys. A decode
+      request over a long cache costs fa3 a 128-row tile per key tile; rows of q past the last
+      sequence (a padded buffer) count as queries.
     - except at the head dims of FA2_UNPACKED_HEAD_DIMS (d=224), where fa2 has no decode rows: the
       9-16-token and varlen calls go to fa3 on Hopper too, which takes 0.20 ms against fa2's 0.46
       at 16 x 9 and 16 x 16 queries x 4k keys, and 1.25x / 1.59x fa2's speed on 64 ragged prompts
@@ -102,8 +106,8 @@ def resolve_algo(algo: str, layout: FwdLayout, seqlen_q: int, sm: tuple[int, int
         if not layout.varlen_q and seqlen_q <= DECODE_MAX_SEQLEN_Q:
             return "split_kv"
         if layout.varlen_q:
-            fa2_packs = not (layout.heads_q == layout.heads_k
-                             and layout.total_q >= FA3_VARLEN_MHA_MIN_MEAN_Q * layout.batch)
+            mean_q = FA3_VARLEN_MHA_MIN_MEAN_Q if layout.heads_q == layout.heads_k else FA3_VARLEN_GQA_MIN_MEAN_Q
+            fa2_packs = layout.total_q < mean_q * layout.batch
         else:
             fa2_packs = seqlen_q <= FA2_PACKED_MAX_SEQLEN_Q
         fa2_packs = fa2_packs and layout.head_dim not in FA2_UNPACKED_HEAD_DIMS

@@ -52,9 +52,6 @@ __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
-// Asks L2 for the 128-byte line holding `p`: no register and no wait, a later read of it finds it there.
-__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p)); }
-
 // 16-byte global -> shared copy; copies nothing and zero-fills the destination when !valid.
 // kPrefetch: L2 prefetch size in bytes (0, 128 or 256): a miss fetches that much of the
 // aligned block around the address from DRAM at once (the decode K/V rows, tile_copy.cuh).

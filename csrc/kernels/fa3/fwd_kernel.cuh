@@ -209,25 +209,6 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
       if (!load_item<Shape>(p, item, num_m_blocks, w)) continue;
       const T* k_head = static_cast<const T*>(p.k) + int64_t(w.hk) * p.k_head_stride;
       const T* v_head = static_cast<const T*>(p.v) + int64_t(w.hk) * p.v_head_stride;
-      // kPrefetchRows (a tuning build, tile_config.h): thread t asks L2 for row t of the item's Q
-      // tile and of its first K/V tile once the previous item's copies are out, so those reads go
-      // to memory while the copies below wait for buffers (contiguous caches only).
-      if constexpr (kPrefetchRows && kMode == KvMode::kContiguous) {
-        auto prefetch_row = [](const T* row) {
-#pragma unroll
-          for (int byte = 0; byte < kD * 2; byte += 128) prefetch_l2(reinterpret_cast<const char*>(row) + byte);
-          prefetch_l2(reinterpret_cast<const char*>(row) + kD * 2 - 1);  // a row may straddle one more line
-        };
-        if (k > 0 && w.m0 + tid < w.seq.seqlen_q) {
-          prefetch_row(static_cast<const T*>(p.q) + w.seq.q_offset + int64_t(w.h) * p.q_head_stride +
-                       int64_t(w.m0 + tid) * p.q_row_stride);
-        }
-        const int key = w.last_tile * kN + tid;
-        if (k > 0 && w.tiles() > 0 && tid < kN && key < w.seq.seqlen_k) {
-          prefetch_row(k_head + w.seq.k_offset + int64_t(key) * p.k_row_stride);
-          prefetch_row(v_head + w.seq.v_offset + int64_t(key) * p.v_row_stride);
-        }
-      }
       // K and V of the item's tile it (from the last down).
       auto copy_tile = [&](int it) {
         const int stage = stage_of(ring + it);

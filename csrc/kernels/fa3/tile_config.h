@@ -10,9 +10,12 @@
 // bytes; 80 does not split evenly over the copy warpgroup's cp.async loop).
 // The schedule of the math warpgroups (fwd_kernel.cuh): FlashAttention-3's overlap of one tile's
 // softmax with the previous tile's P V, the two warpgroups taking turns (ping-pong), for head
-// dims up to 128; each tile's Q K^T, softmax and P V in turn above. On the H200 (fp16, 4 x 4k
-// causal, benchmarks/results/h200/fa3_schedules.json) the overlapped schedule takes 0.746 ms
-// against 0.843 at d=64 and 2.00 against 2.30 at 2 x 8k d=128; it also ran 0.936 against
+// dims up to 128; each tile's Q K^T, softmax and P V in turn above. Turns for every batch of
+// matrix work, run on across items (so the single key tile of a short prompt ping-pongs too),
+// were no better: 1-2 % faster on the seed's GQA hybrid batches, within noise on the MHA ones and
+// the prefill rows, 8 % slower on 64 ragged GQA prompts around 64 tokens (fa3_pingpong_turns.json).
+// On the H200 (fp16, 4 x 4k causal, benchmarks/results/h200/fa3_schedules.json) the overlapped
+// schedule takes 0.746 ms against 0.843 at d=64 and 2.00 against 2.30 at 2 x 8k d=128; it also ran 0.936 against
 // 1.271 at d=256, but spills there (nvcc 13.0, the build's flags: 136 / 20 / 92 bytes for
 // contiguous / paged-row / paged-tile caches; d=192 and 224 80 bytes contiguous), over the compile
 // check's 64. d=160 spills 32 bytes in every mode, within it, but is untimed: d >= 160 stays plain.
@@ -30,10 +33,13 @@
 // A TMA prefetch into L2 of each item's Q and first K/V tile during the item before made short
 // rows slower (0.136 against 0.123 ms on the seed's 100 x 128-token hybrid batch) and was dropped;
 // its cost grew with the items, not with their bytes (d=64 4 x 4k causal 0.785 against 0.691), as if
-// each prefetch held up the thread that issues the copies. -DTFI_FA3_PREFETCH_ROWS=1 asks L2 for the
-// same rows with one prefetch per line from the whole copy warpgroup instead: untimed.
+// each prefetch held up the thread that issues the copies. One prefetch.global.L2 per line from the
+// whole copy warpgroup instead lost too: 0.134 against 0.122 ms on that batch (fa3_row_prefetch.json).
+// Nor does the order or depth of the copies limit that batch (fa3_copy_order.json, one process per
+// build, ms at 100 % prefill): the first K/V tile before Q 0.124, three K/V stages with one Q buffer
+// 0.143, TMA L2 promotion of 128 bytes or none (shipped: 256) 0.123 / 0.122, against 0.122 / 0.124.
 // Tuning builds override them with -DTFI_FA3_BLOCK_N=64|80|96|128 (the shapes of fa3/wgmma.cuh)
-// -DTFI_FA3_OVERLAP=0|1 -DTFI_FA3_PINGPONG=0|1 -DTFI_FA3_PERSISTENT=0|1|2 (1: unmasked items only) -DTFI_FA3_PREFETCH_ROWS=0|1.
+// -DTFI_FA3_OVERLAP=0|1 -DTFI_FA3_PINGPONG=0|1 -DTFI_FA3_PERSISTENT=0|1|2 (1: unmasked items only).
 #pragma once
 
 namespace torch_flashinfer::fa3 {
@@ -65,9 +71,5 @@ constexpr bool pingpong_for(int head_dim) { return overlap_for(head_dim); }
 #endif
 constexpr bool kPersistent = TFI_FA3_PERSISTENT != 0;
 constexpr bool kPersistentMasked = TFI_FA3_PERSISTENT == 2;
-#ifndef TFI_FA3_PREFETCH_ROWS
-#define TFI_FA3_PREFETCH_ROWS 0
-#endif
-constexpr bool kPrefetchRows = TFI_FA3_PREFETCH_ROWS != 0;
 
 }  // namespace torch_flashinfer::fa3
