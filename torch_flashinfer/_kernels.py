@@ -80,10 +80,8 @@ def resolve_algo(algo: str, layout: FwdLayout, seqlen_q: int, sm: tuple[int, int
     - other dense q on Hopper (sm_90): fa3, 1.0x (d=32; b32 x 512 causal) to 1.9x (d=160) fa2 on
       every prefill row and head dim, and 1.5-1.7x on paged caches whose pages TMA copies (16, 32,
       64, 128, 256 at d=128); fa2 where fa3 does not fit (0.5-0.6x fa2 on pages of 1, 5, 24, 40, 96);
-    - packed varlen q: fa2. Its short sequences run as GQA-packed decode rows: on the seed's hybrid
-      batches (100 requests of 128 keys, 32 heads, MHA; seed.json of 2026-12-04) fa3 is 0.74x fa2 on
-      decode requests alone and 0.81-0.95x from 10 to 40 % prefill; on 64 ragged GQA 32/8 prompts
-      (fa3_choice.json, before fa3 ran masked items on persistent CTAs) 0.88-1.13x.
+    - packed varlen q: fa2. Its short sequences run as GQA-packed decode rows (the seed's hybrid
+      batches: 100 requests of 128 keys, 32 heads, the first ones prompts of 128 tokens);
     - except packed varlen q whose sequences hold at least FA3_VARLEN_MHA_MIN_MEAN_Q (without GQA,
       heads_q == heads_k) or FA3_VARLEN_GQA_MIN_MEAN_Q (with it) queries on average: fa3 on Hopper.
       On the seed's hybrid batches (fa3_choice.json of 2026-12-04, masked items persistent) fa3 is
