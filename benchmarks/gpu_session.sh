@@ -11,9 +11,11 @@ python3 -m pip install -q --no-deps --no-build-isolation -e . > /tmp/install.log
 ( time python3 -m torch_flashinfer.build ) > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
 tail -3 "$OUT/build.log"
 fa3_tree() {  # tree=/tmp/csrc_fa3_<spec>: csrc with the fa3 tuning macros of spec NAME=value[,NAME=value] (tile_config.h)
-  [[ $1 =~ ^[A-Z_0-9]+=[0-9]+(,[A-Z_0-9]+=[0-9]+)*$ ]] || { echo "FA3_VARIANTS: '.' or NAME=value[,NAME=value] of tile_config.h's TFI_FA3_ macros, not '$1'"; return 1; }
+  [[ $1 =~ ^[A-Z_0-9]+=[0-9]+(,[A-Z_0-9]+=[0-9]+)*$ ]] || { echo "FA3_VARIANTS: NAME=value[,NAME=value] of tile_config.h's TFI_FA3_ macros (fa3_ab also takes '.'), not '$1'"; return 1; }
   tree=/tmp/csrc_fa3_${1//[=,]/_}; rm -rf "$tree"; cp -r csrc "$tree"
-  local kv; for kv in ${1//,/ }; do sed -i "/#pragma once/a #define TFI_FA3_${kv%%=*} ${kv#*=}" "$tree/kernels/fa3/tile_config.h"; done
+  local kv; for kv in ${1//,/ }; do
+    grep -q "TFI_FA3_${kv%%=*}\b" csrc/kernels/fa3/tile_config.h || { echo "FA3_VARIANTS: no TFI_FA3_${kv%%=*} in tile_config.h"; return 1; }
+    sed -i "/#pragma once/a #define TFI_FA3_${kv%%=*} ${kv#*=}" "$tree/kernels/fa3/tile_config.h"; done
 }
 fa3_label() { [ "$1" = . ] && echo "== fa3 as shipped" || echo "== fa3 $1"; }
 for step in "$@"; do
@@ -35,7 +37,15 @@ for causal in (False, True):
          done 2>&1 | tee "$OUT/fa3_variants.log" ;;
     fa3_choice) timeout ${CHOICE_TIMEOUT:-300} python3 benchmarks/fa3_choice.py --out "$OUT/fa3_choice.json" ${CHOICE_ARGS:-} 2>&1 \
            | tee "$OUT/fa3_choice.log" | grep -v "^torch_flashinfer: build" ;;
-    fa3_ab) i=0; for v in ${FA3_VARIANTS:-. PERSISTENT=1}; do  # fa3 prefill timings of each fa3 build ('.': this tree as it is)
+    fa3_ab) for v in ${FA3_VARIANTS:-. PERSISTENT=1}; do  # each tree's fa3 libraries first: a build pause in a timed
+           tree=; [ "$v" = . ] || fa3_tree $v || continue  # process let the GPU cool: rows after one ran up to 10 % faster
+           TORCH_FLASHINFER_CSRC=$tree python3 -c "
+import concurrent.futures as cf, torch
+from torch_flashinfer import _build, _kernels
+libs = [_kernels.fwd_library('fa3', torch.float16, d) for d in (32, 64, 96, 128, 160, 192, 224, 256)]
+list(cf.ThreadPoolExecutor(8).map(_build.build_kernel_library, libs))" 2>&1 | grep -v "^torch_flashinfer: build"
+         done
+         i=0; for v in ${FA3_VARIANTS:-. PERSISTENT=1}; do  # fa3 prefill timings of each fa3 build ('.': this tree as it is)
            tree=; i=$((i + 1)); [ "$v" = . ] || fa3_tree $v || continue; fa3_label $v
            TORCH_FLASHINFER_CSRC=$tree timeout 200 python3 benchmarks/fa3_choice.py --algos fa3 --groups ${AB_GROUPS:-prefill} \
              --out "/tmp/ab/fa3_${i}_$(echo ${v/./shipped} | tr =, _-).json"; done 2>&1 | tee "$OUT/fa3_ab.log" | grep -v "^torch_flashinfer: build"
