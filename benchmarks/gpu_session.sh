@@ -120,14 +120,15 @@ for frac in (1.0, 0.5):
     for q, k, v in backends.hybrid_parts(case, x): backends.sdpa_call(q, k, v, True, 'sdpa_cudnn')()" \
            2>&1 | grep -vE "^==PROF==" > "$OUT/ncu_hybrid.log"; grep -E "^  [a-zA-Z_].*\(|duration|bytes|throughput|gmma|grid_size|registers|hit_rate|stalled" "$OUT/ncu_hybrid.log" | head -90 ;;
     ncu_hybrid_stalls) ncu --clock-control none -k regex:"fwd_kernel|fprop" -c 2 --section WarpStateStats --section SchedulerStats \
-           --section MemoryWorkloadAnalysis --section SourceCounters --import-source no python3 -c "
+           --section MemoryWorkloadAnalysis --section SourceCounters --import-source no \
+           --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,smsp__inst_executed.sum,gpu__time_duration.sum" python3 -c "
 import torch, torch_flashinfer  # the seed's hybrid batch with prefill only: fa3, then cuDNN's prefill kernel; where warps wait
 from torch_flashinfer.benchmark import backends, schema
 case = schema.Case('hybrid', 100, 32, 32, 128, 128, 128, True, 'float16', prefill_fraction=1.0)
 x = backends.make_inputs(case, torch.device('cuda'))
 backends.torch_flashinfer(case, x, 'fa3')()
 for q, k, v in backends.hybrid_parts(case, x): backends.sdpa_call(q, k, v, True, 'sdpa_cudnn')()" \
-           2>&1 | grep -vE "^==PROF==" > "$OUT/ncu_hybrid_stalls.log"; grep -E "fwd_kernel|fprop|Stall|stall|Warp Cycles|Issued|Eligible" "$OUT/ncu_hybrid_stalls.log" | head -60 ;;
+           2>&1 | grep -vE "^==PROF==" > "$OUT/ncu_hybrid_stalls.log"; grep -E "fwd_kernel|fprop|Stall|stalled|Warp Cycles|Issued|Eligible|inst_executed|duration" "$OUT/ncu_hybrid_stalls.log" | head -90 ;;
     ncu_paged) ncu --clock-control none -k regex:split_kv -c 7 --section SpeedOfLight --section MemoryWorkloadAnalysis \
            --section WarpStateStats --metrics lts__t_sectors_srcunit_tex_op_read.sum,lts__t_sector_op_read_hit_rate.pct,dram__bytes_read.sum,smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio,smsp__average_warps_issue_stalled_lg_throttle_per_issue_active.ratio \
            python3 -c "
