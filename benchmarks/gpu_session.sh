@@ -10,8 +10,9 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv > "
 python3 -m pip install -q --no-deps --no-build-isolation -e . > /tmp/install.log 2>&1 || { cat /tmp/install.log; exit 1; }
 ( time python3 -m torch_flashinfer.build ) > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
 tail -3 "$OUT/build.log"
-fa3_tree() {  # tree=/tmp/csrc_fa3_<spec>: csrc with the fa3 tuning macros of spec NAME=value[,NAME=value] (tile_config.h)
-  [[ $1 =~ ^[A-Z_0-9]+=[0-9]+(,[A-Z_0-9]+=[0-9]+)*$ ]] || { echo "FA3_VARIANTS: NAME=value[,NAME=value] of tile_config.h's TFI_FA3_ macros (fa3_ab also takes '.'), not '$1'"; return 1; }
+fa3_tree() {  # tree=/tmp/csrc_fa3_<spec>: csrc with the fa3 tuning macros of spec NAME=value[,NAME=value] (tile_config.h),
+  [ -f "$1/include/torch_flashinfer/params.h" ] && { tree=$(realpath "$1"); return 0; }  # or a csrc/ directory as it is
+  [[ $1 =~ ^[A-Z_0-9]+=[0-9]+(,[A-Z_0-9]+=[0-9]+)*$ ]] || { echo "FA3_VARIANTS: NAME=value[,NAME=value] of tile_config.h's TFI_FA3_ macros or a csrc/ directory (fa3_ab also takes '.'), not '$1'"; return 1; }
   tree=/tmp/csrc_fa3_${1//[=,]/_}; rm -rf "$tree"; cp -r csrc "$tree"
   local kv; for kv in ${1//,/ }; do
     grep -q "TFI_FA3_${kv%%=*}\b" csrc/kernels/fa3/tile_config.h || { echo "FA3_VARIANTS: no TFI_FA3_${kv%%=*} in tile_config.h"; return 1; }
@@ -48,7 +49,7 @@ list(cf.ThreadPoolExecutor(8).map(_build.build_kernel_library, libs))" 2>&1 | gr
          i=0; for v in ${FA3_VARIANTS:-. PERSISTENT=1}; do  # fa3 prefill timings of each fa3 build ('.': this tree as it is)
            tree=; i=$((i + 1)); [ "$v" = . ] || fa3_tree $v || continue; fa3_label $v
            TORCH_FLASHINFER_CSRC=$tree timeout 200 python3 benchmarks/fa3_choice.py --algos fa3 --groups ${AB_GROUPS:-prefill} \
-             --out "/tmp/ab/fa3_${i}_$(echo ${v/./shipped} | tr =, _-).json"; done 2>&1 | tee "$OUT/fa3_ab.log" | grep -v "^torch_flashinfer: build"
+             --out "/tmp/ab/fa3_${i}_$([ "$v" = . ] && echo shipped || echo "$v" | tr '=,/.' '_-__').json"; done 2>&1 | tee "$OUT/fa3_ab.log" | grep -v "^torch_flashinfer: build"
          tar -C /tmp -cf "$OUT/fa3_ab.tar" ab ;;
     tests) timeout ${TESTS_TIMEOUT:-540} python3 -m pytest -q -n 8 --timeout 300 --timeout-method thread ${TESTS_K:+-k "$TESTS_K"} ${TESTS_ARGS:-} \
              tests/test_cuda_binding.py tests/test_cuda_decode.py tests/test_cuda_fwd.py 2>&1 | tee "$OUT/gpu_tests.log" | tail -25 ;;
