@@ -87,8 +87,9 @@ def resolve_algo(algo: str, layout: FwdLayout, seqlen_q: int, sm: tuple[int, int
       On the seed's hybrid batches (fa3_choice.json of 2026-12-04, masked items persistent) fa3 is
       0.78 / 0.95 / 1.03 / 1.10 / 1.20x fa2 at 0 / 30 / 50 / 70 / 100 % prefill without GQA (64.5
       queries per request at 50 %), and 0.34 / 0.69 / 0.85 / 1.01 / 1.22x with GQA 32/8 (90 queries
-      per request at 70 %: fa2, under the bound); on 64 ragged GQA prompts around 64 / 128 / 512 / 2048 tokens 0.98 /
-      0.97 / 1.02 / 1.13x (ragged ones around 128 just past the bound lose up to 3 %). That is
+      per request at 70 %: fa2, under the bound); on 64 ragged GQA prompts around 64 / 128 / 512 /
+      2048 tokens 0.98 / 0.97 / 1.02 / 1.13x (ragged ones around 128 just past the bound lose up to
+      3 %). That is
       all it rests on: prompts of up to 2k tokens and decode requests over 128 keys. A decode
       request over a long cache costs fa3 a 128-row tile per key tile; rows of q past the last
       sequence (a padded buffer) count as queries.

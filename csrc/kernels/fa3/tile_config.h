@@ -15,10 +15,10 @@
 // were no better: 1-2 % faster on the seed's GQA hybrid batches, within noise on the MHA ones and
 // the prefill rows, 8 % slower on 64 ragged GQA prompts around 64 tokens (fa3_pingpong_turns.json).
 // On the H200 (fp16, 4 x 4k causal, benchmarks/results/h200/fa3_schedules.json) the overlapped
-// schedule takes 0.746 ms against 0.843 at d=64 and 2.00 against 2.30 at 2 x 8k d=128; it also ran 0.936 against
-// 1.271 at d=256, but spills there (nvcc 13.0, the build's flags: 136 / 20 / 92 bytes for
-// contiguous / paged-row / paged-tile caches; d=192 and 224 80 bytes contiguous), over the compile
-// check's 64. d=160 spills 32 bytes in every mode, within it, but is untimed: d >= 160 stays plain.
+// schedule takes 0.746 ms against 0.843 at d=64 and 2.00 against 2.30 at 2 x 8k d=128; it also
+// ran 0.936 against 1.271 at d=256, but spills there (nvcc 13.0, the build's flags: 136 / 20 / 92
+// bytes for contiguous / paged-row / paged-tile caches; d=192 and 224 80 bytes contiguous), over
+// the compile check's 64. d=160 spills 32 bytes in every mode, within it, but is untimed: d >= 160 stays plain.
 // Persistent CTAs: with more work items than SMs, one CTA per SM runs items in rounds of the grid
 // (fwd_kernel.cuh cta_item), and an item's first K/V tile is copied during the previous item's
 // math (one CTA fits an SM, so without this nothing hides an item's first copies: short prompts
