@@ -86,6 +86,7 @@ struct Shape {
   static constexpr int kBlockN = kBlockN_;
   static constexpr bool kOverlap = kOverlap_;    // softmax of a tile beside the P V of the last
   static constexpr bool kPingPong = kPingPong_;  // math warpgroups issue by turns
+  static constexpr bool kIdleWarpgroup = fa3::kIdleWarpgroup && kOverlap_;  // tile_config.h
   static_assert(kOverlap || !kPingPong, "the turns are taken by the overlapped schedule's issue steps");
   static constexpr int kMathWarpgroups = 2;
   static constexpr int kThreads = 128 * (1 + kMathWarpgroups);
@@ -325,8 +326,9 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
     };
     // O += P V of tile it, issued once its V has landed: the score accumulators of two 8-key tiles
     // are the A fragment of one 16-key step.
+    auto wait_v = [&](int it) { sm90::mbarrier_wait(v_full(stage_of(pos(it))), parity_of(pos(it))); };
     auto issue_pv = [&](int it) {
-      sm90::mbarrier_wait(v_full(stage_of(pos(it))), parity_of(pos(it)));
+      wait_v(it);
       sm90::fence_registers(o);
       sm90::fence_registers(p_regs);
       sm90::wgmma_fence();
@@ -371,7 +373,19 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
     };
 
     sm90::mbarrier_wait(q_full(q_buf(n)), q_parity(n));
-    if constexpr (!Shape::kOverlap) {
+    // Warpgroup 1's 64 rows may all lie past the sequence (a decode request, a prompt of at most
+    // 64 tokens, the last tile of a longer one): it then skips the math and only hands each tile
+    // back once it has landed, in order, so its arrivals always count for the tile's own phase.
+    // Its output rows stay unwritten and warpgroup 0 runs alone, without turns.
+    const bool wg1_idle = Shape::kIdleWarpgroup && m0 + 64 >= w.seq.seqlen_q;
+    if (wg == 1 && wg1_idle) {
+      for (int it = 0; it < tiles; ++it) {
+        wait_k(it);
+        qk_done(it);
+        wait_v(it);
+        pv_done(it);
+      }
+    } else if constexpr (!Shape::kOverlap) {
       for (int it = 0; it < tiles; ++it) {
         wait_k(it);
         issue_qk(it);
@@ -388,7 +402,8 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
       // softmax of tile it runs while that P V does; its output rescale and P wait for the P V.
       // Ping-pong: the two math warpgroups take turns issuing (named barriers 4 and 5), so one's
       // softmax overlaps the other's matrix work.
-      if (Shape::kPingPong && wg == 1 && tiles > 1) sm90::named_barrier_arrive(4, 256);  // warpgroup 0 goes first
+      const bool turns = Shape::kPingPong && tiles > 1 && !wg1_idle;
+      if (turns && wg == 1) sm90::named_barrier_arrive(4, 256);  // warpgroup 0 goes first
       wait_k(0);
       issue_qk(0);
       sm90::wgmma_wait<0>();
@@ -397,10 +412,10 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
       softmax.update(s_tiles, p_frag, o_tiles, mod.scale_log2);
       for (int it = 1; it < tiles; ++it) {
         wait_k(it);  // outside the turn: the other warpgroup need not wait for this copy
-        if constexpr (Shape::kPingPong) sm90::named_barrier_sync(4 + wg, 256);
+        if (turns) sm90::named_barrier_sync(4 + wg, 256);
         issue_qk(it);
         issue_pv(it - 1);
-        if (Shape::kPingPong && (wg == 0 || it + 1 < tiles)) sm90::named_barrier_arrive(5 - wg, 256);
+        if (turns && (wg == 0 || it + 1 < tiles)) sm90::named_barrier_arrive(5 - wg, 256);
         sm90::wgmma_wait<1>();
         qk_done(it);
         score_mods(it);
