@@ -11,7 +11,8 @@ import torch
 
 from torch_flashinfer import _kernels
 from torch_flashinfer.benchmark.__main__ import main
-from torch_flashinfer.benchmark.backends import Backend, sdpa
+from torch_flashinfer.benchmark import runner
+from torch_flashinfer.benchmark.backends import Backend, Parts, sdpa
 from torch_flashinfer.benchmark.report import peer_ratios
 from torch_flashinfer.benchmark.runner import run_case
 from torch_flashinfer.benchmark.schema import (BACKENDS, DEVICE_FIELDS, ROW_FIELDS, Case, bytes_moved, case_of,
@@ -112,6 +113,32 @@ def test_refusing_backend_is_recorded_as_na(one_thread):
     assert [row["backend"] for row in rows] == ["sdpa_cudnn", "sdpa_efficient", "sdpa_math"]  # last: not hybrid
     assert [(row["ms"], row["tflops"], row["gbps"]) for row in rows[:2]] == [(None, None, None)] * 2
     assert rows[2]["ms"] > 0
+
+
+def test_parts_are_timed_alone_and_added(monkeypatch):
+    """prefill_plus_decode's row is the sum of its calls' medians, each timed by itself."""
+    timed = []
+
+    def fake_median_ms(fn, device, iters):
+        timed.append(fn)
+        return fn.ms
+
+    def call_of(ms):
+        def call():
+            return ms
+        call.ms = ms
+        return call
+
+    prefill, decode = call_of(0.25), call_of(0.5)
+    monkeypatch.setattr(runner.timing, "median_ms", fake_median_ms)
+    case = Case("t", batch=4, heads_q=2, heads_k=1, seqlen_q=8, seqlen_k=8, head_dim=16, causal=True,
+                dtype="float32", prefill_fraction=0.5)
+    backends = [Backend("prefill_plus_decode", None, lambda case, x: Parts([prefill, decode]), lambda case: True),
+                Backend("sdpa_math", None, lambda case, x: call_of(0.125), lambda case: True)]
+    rows = run_case(case, backends, torch.device("cpu"), iters=1)
+    assert [row["ms"] for row in rows] == [0.75, 0.125]
+    assert timed[:2] == [prefill, decode]
+    assert Parts([prefill, decode])() == [0.25, 0.5]
 
 
 def test_flop_and_byte_formulas_by_hand():

@@ -10,7 +10,8 @@ and the runner records that as n/a. Every backend reads the same tensors:
   tensors, ``enable_gqa`` when heads differ; paged cases give them the equivalent dense cache;
 - hybrid cases only: torch's varlen flash (``aten._flash_attention_forward``) on the packed batch in
   one launch, and ``prefill_plus_decode``: the fastest SDPA backend on the prefill requests as one
-  dense batch plus the fastest on the decode requests;
+  dense batch plus the fastest on the decode requests, each call timed alone and the two medians
+  added (``Parts``), so the peer's time is GPU time with no host gap between its launches;
 - decode cases only: ``kv_read``, a yardstick rather than a peer: torch's sum over a buffer of as many
   bytes as the case's K/V, one launch that reads each byte once and does nothing else. What it
   reaches is what any one-launch kernel reading those bytes can expect under the same timing (at
@@ -36,10 +37,22 @@ SDPA_BACKENDS = {"sdpa_flash": "FLASH_ATTENTION", "sdpa_cudnn": "CUDNN_ATTENTION
 # The math backend materializes the (b, hq, sq, sk) scores (and softmax copies of them):
 # 2^27 scores are 256 MiB in fp16, a few of them fit anywhere; larger shapes are n/a.
 MATH_MAX_SCORES = 1 << 27
-# Calls per candidate when prefill_plus_decode picks its SDPA backends. On the H200 its time at one
-# hybrid case moved by 40 % between runs (0.092 / 0.130 ms at 20 % prefill, seed.json and
-# seed_hybrid_turns_build.json); the picks go to stderr since, so a run shows what it timed.
+# Calls per candidate when prefill_plus_decode picks its SDPA backends (the picks go to stderr).
 _PROBE_ITERS = 30
+
+
+class Parts:
+    """A peer of several launches: calling it runs them in turn; the runner times each part alone
+    (L2 flushed before each call, as every row) and adds the medians. Timed as one call, the two
+    launches of prefill_plus_decode took the host's time between them too: on the H200 the row
+    moved by 40 % between runs (0.092 / 0.130 ms at 20 % prefill, seed.json and
+    seed_hybrid_turns_build.json), faster when the CPU queued both calls during the flush."""
+
+    def __init__(self, calls: list[Call]):
+        self.parts = tuple(calls)
+
+    def __call__(self) -> list:
+        return [call() for call in self.parts]
 
 
 @dataclass
@@ -160,7 +173,7 @@ def aten_varlen_flash(case: Case, x: Inputs) -> Call:
     return lambda: op(x.q, x.k, x.v, x.cu_seqlens_q, x.cu_seqlens_k, max_q, case.seqlen_k, 0.0, case.causal, False)
 
 
-def prefill_plus_decode(case: Case, x: Inputs) -> Call:
+def prefill_plus_decode(case: Case, x: Inputs) -> Parts:
     """A prefill call plus a decode call: for each part, the SDPA backend that runs it fastest."""
     calls, picks = [], []
     for i, (q, k, v) in enumerate(hybrid_parts(case, x)):
@@ -178,7 +191,7 @@ def prefill_plus_decode(case: Case, x: Inputs) -> Call:
         calls.append(call)
         picks.append(f"{part} {tuple(q.shape)}: {backend} {ms:.4g} ms")
     report.note(f"prefill_plus_decode on {case.label()}: " + ", ".join(picks))
-    return lambda: [call() for call in calls]
+    return Parts(calls)
 
 
 def kv_read(case: Case, x: Inputs) -> Call:

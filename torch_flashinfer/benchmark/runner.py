@@ -49,7 +49,8 @@ def run_case(case: Case, backends: list[Backend], device: torch.device, iters: i
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                ms = timing.median_ms(backend.make(case, inputs), device, iters)
+                call = backend.make(case, inputs)  # backends.Parts: each part timed alone, medians added
+                ms = sum(timing.median_ms(part, device, iters) for part in getattr(call, "parts", (call,)))
             except Exception as err:  # noqa: BLE001 -- recorded as n/a, never a crash
                 _report_refusal(backend, case, err, caught)
                 ms = None
