@@ -43,10 +43,10 @@ _PROBE_ITERS = 30
 
 class Parts:
     """A peer of several launches: calling it runs them in turn; the runner times each part alone
-    (L2 flushed before each call, as every row) and adds the medians. Timed as one call, the two
-    launches of prefill_plus_decode took the host's time between them too: on the H200 the row
-    moved by 40 % between runs (0.092 / 0.130 ms at 20 % prefill, seed.json and
-    seed_hybrid_turns_build.json), faster when the CPU queued both calls during the flush."""
+    (L2 flushed before each call, as every row) and adds the medians. Timed as one call, the events
+    around the two launches of prefill_plus_decode also took in any wait for the host to queue the
+    second, and on the H200 the row moved by 40 % between runs (0.092 / 0.130 ms at 20 % prefill,
+    seed.json and seed_hybrid_turns_build.json; that the host wait caused it is a guess)."""
 
     def __init__(self, calls: list[Call]):
         self.parts = tuple(calls)
