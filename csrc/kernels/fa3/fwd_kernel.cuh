@@ -86,12 +86,15 @@ struct Shape {
   static constexpr int kBlockN = kBlockN_;
   static constexpr bool kOverlap = kOverlap_;    // softmax of a tile beside the P V of the last
   static constexpr bool kPingPong = kPingPong_;  // math warpgroups issue by turns
-  static constexpr bool kIdleWarpgroup = fa3::kIdleWarpgroup && kOverlap_;  // tile_config.h
+  static constexpr bool kWarpgroupTiles = fa3::kWarpgroupTiles && kOverlap_;  // tile_config.h
   static_assert(kOverlap || !kPingPong, "the turns are taken by the overlapped schedule's issue steps");
   static constexpr int kMathWarpgroups = 2;
   static constexpr int kThreads = 128 * (1 + kMathWarpgroups);
   static constexpr int kMathWarps = 4 * kMathWarpgroups;
-  static constexpr int kStages = 2;
+  // K/V stages: tile_config.h's where they fit beside one Q tile, else 2.
+  static constexpr int kStages =
+      1024 + kBlockM * kHeadDim * 2 + 4 * kKvStages * kBlockN * kHeadDim + 8 * (2 + 4 * kKvStages) <= 227 * 1024
+          ? kKvStages : 2;
   using QRows = TileRows<kHeadDim, kBlockM>;
   using KvRows = TileRows<kHeadDim, kBlockN>;
   static constexpr int kQBytes = kBlockM * kHeadDim * 2;
@@ -308,10 +311,24 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
     for (int i = 0; i < kD / 2; ++i) o[i] = 0.f;
     OnlineSoftmax<T, 1, kNT> softmax;
     softmax.init();
-    // The item's tile it (from the last down, as the copy warpgroup sends them): its place in the
-    // ring and its first key.
-    auto pos = [&](int it) { return ring + it; };
-    auto key0_of = [&](int it) { return (w.last_tile - it) * kN; };
+    // The tiles warpgroup `g` runs: `skip` of the item's come first (from the last down, as the copy
+    // warpgroup sends them), then `count` its 64 rows see (every tile of the item without
+    // kWarpgroupTiles); it hands the others back.
+    struct Range {
+      int skip, count;
+    };
+    auto wg_range = [&](int g) {
+      if constexpr (!Shape::kWarpgroupTiles) return Range{0, tiles};
+      const int r0 = m0 + 64 * g, r1 = min(r0 + 64, w.m_end);
+      const int key_begin = mask.key_begin(r0), key_end = mask.key_end(r1);
+      if (r0 >= r1 || key_end <= key_begin) return Range{0, 0};
+      const int first = key_begin / kN, last = (key_end - 1) / kN;
+      return Range{w.last_tile - last, last - first + 1};
+    };
+    const Range mine = wg_range(wg);
+    // Tile it of this warpgroup: its place in the ring and its first key.
+    auto pos = [&](int it) { return ring + mine.skip + it; };
+    auto key0_of = [&](int it) { return (w.last_tile - mine.skip - it) * kN; };
 
     // S = Q K^T of tile it, issued once its K has landed (the caller waits for the product).
     auto wait_k = [&](int it) { sm90::mbarrier_wait(k_full(stage_of(pos(it))), parity_of(pos(it))); };
@@ -372,20 +389,24 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
       }
     };
 
-    sm90::mbarrier_wait(q_full(q_buf(n)), q_parity(n));
-    // Warpgroup 1's 64 rows may all lie past the sequence (a decode request, a prompt of at most
-    // 64 tokens, the last tile of a longer one): it then skips the math and only hands each tile
-    // back once it has landed, in order, so its arrivals always count for the tile's own phase.
-    // Its output rows stay unwritten and warpgroup 0 runs alone, without turns.
-    const bool wg1_idle = Shape::kIdleWarpgroup && m0 + 64 >= w.seq.seqlen_q;
-    if (wg == 1 && wg1_idle) {
-      for (int it = 0; it < tiles; ++it) {
-        wait_k(it);
-        qk_done(it);
-        wait_v(it);
-        pv_done(it);
+    // The item's tiles [from, to) that this warpgroup does not run: each handed back once it has
+    // landed, in ring order, so the arrivals always count for the tile's own phase.
+    auto hand_back = [&](int from, int to) {
+      for (int t = from; t < to; ++t) {
+        const int stage = stage_of(ring + t);
+        const uint32_t parity = parity_of(ring + t);
+        sm90::mbarrier_wait(k_full(stage), parity);
+        __syncwarp();
+        if (lane == 0) sm90::mbarrier_arrive(k_empty(stage));
+        sm90::mbarrier_wait(v_full(stage), parity);
+        __syncwarp();
+        if (lane == 0) sm90::mbarrier_arrive(v_empty(stage));
       }
-    } else if constexpr (!Shape::kOverlap) {
+    };
+
+    sm90::mbarrier_wait(q_full(q_buf(n)), q_parity(n));
+    if constexpr (Shape::kWarpgroupTiles) hand_back(0, mine.skip);
+    if constexpr (!Shape::kOverlap) {
       for (int it = 0; it < tiles; ++it) {
         wait_k(it);
         issue_qk(it);
@@ -397,12 +418,12 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
         sm90::wgmma_wait<0>();
         pv_done(it);
       }
-    } else if (tiles > 0) {
+    } else if (mine.count > 0) {
       // FlashAttention-3's schedule: tile it's Q K^T and tile it - 1's P V go out together, and the
       // softmax of tile it runs while that P V does; its output rescale and P wait for the P V.
       // Ping-pong: the two math warpgroups take turns issuing (named barriers 4 and 5), so one's
       // softmax overlaps the other's matrix work.
-      const bool turns = Shape::kPingPong && tiles > 1 && !wg1_idle;
+      const bool turns = Shape::kPingPong && mine.count > 1 && wg_range(1 - wg).count == mine.count;
       if (turns && wg == 1) sm90::named_barrier_arrive(4, 256);  // warpgroup 0 goes first
       wait_k(0);
       issue_qk(0);
@@ -410,12 +431,12 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
       qk_done(0);
       score_mods(0);
       softmax.update(s_tiles, p_frag, o_tiles, mod.scale_log2);
-      for (int it = 1; it < tiles; ++it) {
+      for (int it = 1; it < mine.count; ++it) {
         wait_k(it);  // outside the turn: the other warpgroup need not wait for this copy
         if (turns) sm90::named_barrier_sync(4 + wg, 256);
         issue_qk(it);
         issue_pv(it - 1);
-        if (turns && (wg == 0 || it + 1 < tiles)) sm90::named_barrier_arrive(5 - wg, 256);
+        if (turns && (wg == 0 || it + 1 < mine.count)) sm90::named_barrier_arrive(5 - wg, 256);
         sm90::wgmma_wait<1>();
         qk_done(it);
         score_mods(it);
@@ -430,16 +451,18 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
         // A branch between the softmax and the wait: without one ptxas (13.0) moves the wait above
         // the whole softmax, and nothing overlaps the P V (SASS: no MUFU.EX2 between the
         // WARPGROUP.DEPBAR of the Q K^T and that of the P V).
-        if (it + 1 == tiles) {
+        if (it + 1 == mine.count) {
           after_pv();
           break;
         }
         after_pv();
       }
-      issue_pv(tiles - 1);
+      issue_pv(mine.count - 1);
       sm90::wgmma_wait<0>();
-      pv_done(tiles - 1);
+      pv_done(mine.count - 1);
     }
+
+    if constexpr (Shape::kWarpgroupTiles) hand_back(mine.skip + mine.count, tiles);
 
     // Epilogue: normalise, write lse, stage O through this warpgroup's own Q rows (every warp of
     // it is past its last wgmma, which read all of them) for 16-byte stores; then those rows may

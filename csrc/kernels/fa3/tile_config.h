@@ -38,14 +38,16 @@
 // Nor does the order or depth of the copies limit that batch (fa3_copy_order.json, one process per
 // build, ms at 100 % prefill): the first K/V tile before Q 0.124, three K/V stages with one Q buffer
 // 0.143, TMA L2 promotion of 128 bytes or none (shipped: 256) 0.123 / 0.122, against 0.122 / 0.124.
-// -DTFI_FA3_IDLE_WG=1 (a tuning build, off by default until timed on a GPU): in the overlapped
-// schedule, an item whose second math warpgroup has no row in the sequence (a decode request, a
-// prompt of at most 64 tokens, a last query tile of at most 64 rows) leaves that warpgroup idle:
-// it only hands the K/V tiles back, and the first runs without turns (fwd_kernel.cuh wg1_idle;
-// the plain schedule spilled with it, 104-124 bytes at d=224 / 256, so it has none).
+// -DTFI_FA3_WG_TILES=1 (a tuning build, off by default until timed on a GPU): in the overlapped
+// schedule each math warpgroup runs only the key tiles its own 64 rows see, and only hands the
+// others back (fwd_kernel.cuh wg_range). The second warpgroup of a decode request, of a prompt of at
+// most 64 tokens or of a last query tile of at most 64 rows sees none; with 64-key tiles the first
+// warpgroup of a causal diagonal skips the last tile. Turns only where both run the same count (the
+// plain schedule spilled with it, 104-124 bytes at d=224 / 256, so it has none).
+// -DTFI_FA3_STAGES=n: K/V stages of the ring (default 2; 4 fit 64-key tiles at d <= 128).
 // Tuning builds override them with -DTFI_FA3_BLOCK_N=64|80|96|128 (the shapes of fa3/wgmma.cuh)
 // -DTFI_FA3_OVERLAP=0|1 -DTFI_FA3_PINGPONG=0|1 -DTFI_FA3_PERSISTENT=0|1|2 (1: unmasked items only)
-// -DTFI_FA3_IDLE_WG=0|1.
+// -DTFI_FA3_WG_TILES=0|1 -DTFI_FA3_STAGES=n.
 #pragma once
 
 namespace torch_flashinfer::fa3 {
@@ -77,9 +79,13 @@ constexpr bool pingpong_for(int head_dim) { return overlap_for(head_dim); }
 #endif
 constexpr bool kPersistent = TFI_FA3_PERSISTENT != 0;
 constexpr bool kPersistentMasked = TFI_FA3_PERSISTENT == 2;
-#ifndef TFI_FA3_IDLE_WG
-#define TFI_FA3_IDLE_WG 0
+#ifndef TFI_FA3_WG_TILES
+#define TFI_FA3_WG_TILES 0
 #endif
-constexpr bool kIdleWarpgroup = TFI_FA3_IDLE_WG != 0;
+constexpr bool kWarpgroupTiles = TFI_FA3_WG_TILES != 0;
+#ifndef TFI_FA3_STAGES
+#define TFI_FA3_STAGES 2
+#endif
+constexpr int kKvStages = TFI_FA3_STAGES;
 
 }  // namespace torch_flashinfer::fa3
