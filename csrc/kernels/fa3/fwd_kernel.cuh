@@ -65,8 +65,9 @@ struct TileRows {
 // The TMA maps of q, k and v for one call (launch.cuh encodes them; k and v are unused with
 // paged caches copied row by row, tma_pages_per_tile = 0). Dims, innermost first: (head_dim,
 // rows, heads, batch); packed q/k have batch 1, paged k/v are (head_dim, page rows, heads, blocks).
+// q_short: q in boxes of kShortQRows rows (tile_config.h; unused when 0).
 struct TmaMaps {
-  CUtensorMap q, k, v;
+  CUtensorMap q, q_short, k, v;
 };
 
 // Paged caches copied row by row (kv_mode: the page is not a multiple of the key tile) whose pages
@@ -269,12 +270,16 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
       if (kQBuffers == 1 && w.tiles() > 0) copy_tile(0);
       sm90::mbarrier_wait(q_empty(q_buf(n)), q_parity(n) ^ 1);
       if (tid == 0) {
-        sm90::mbarrier_arrive_expect_tx(q_full(q_buf(n)), Shape::kQBytes);
+        // A short item copies only its first kShortQRows rows: the math on the tile's stale rows
+        // below them touches no row of the item (every row of Q K^T, softmax and P V is its own).
+        const bool short_q = kShortQRows > 0 && w.m_end - w.m0 <= kShortQRows;
+        sm90::mbarrier_arrive_expect_tx(q_full(q_buf(n)), short_q ? kShortQRows * kD * 2 : Shape::kQBytes);
         const uint32_t q_dst = smem_addr(sQ + q_buf(n) * kM * kD);
 #pragma unroll
         for (int cb = 0; cb < QRows::kColBlocks; ++cb) {
-          sm90::tma_load_4d(q_dst + cb * QRows::kBlockBytes, &maps.q, q_full(q_buf(n)), cb * QRows::kBlockCols,
-                            packed_q ? int(w.seq.q_row0) + w.m0 : w.m0, w.h, packed_q ? 0 : w.b);
+          sm90::tma_load_4d(q_dst + cb * QRows::kBlockBytes, short_q ? &maps.q_short : &maps.q, q_full(q_buf(n)),
+                            cb * QRows::kBlockCols, packed_q ? int(w.seq.q_row0) + w.m0 : w.m0, w.h,
+                            packed_q ? 0 : w.b);
         }
       }
       for (int it = kQBuffers == 1 ? 1 : 0; it < w.tiles(); ++it) copy_tile(it);

@@ -45,9 +45,12 @@
 // warpgroup of a causal diagonal skips the last tile. Turns only where both run the same count (the
 // plain schedule spilled with it, 104-124 bytes at d=224 / 256, so it has none).
 // -DTFI_FA3_STAGES=n: K/V stages of the ring (default 2; 4 fit 64-key tiles at d <= 128).
+// -DTFI_FA3_SHORT_Q=1: items of at most 16 query rows (decode requests, speculative verification)
+// copy a Q box of 16 rows, not 128: in a packed batch the 128-row box reads the next sequences'
+// rows, 32 KB through L2 and shared memory (d=128) for 256 useful bytes.
 // Tuning builds override them with -DTFI_FA3_BLOCK_N=64|80|96|128 (the shapes of fa3/wgmma.cuh)
 // -DTFI_FA3_OVERLAP=0|1 -DTFI_FA3_PINGPONG=0|1 -DTFI_FA3_PERSISTENT=0|1|2 (1: unmasked items only)
-// -DTFI_FA3_WG_TILES=0|1 -DTFI_FA3_STAGES=n.
+// -DTFI_FA3_WG_TILES=0|1 -DTFI_FA3_STAGES=n -DTFI_FA3_SHORT_Q=0|1.
 #pragma once
 
 namespace torch_flashinfer::fa3 {
@@ -87,5 +90,9 @@ constexpr bool kWarpgroupTiles = TFI_FA3_WG_TILES != 0;
 #define TFI_FA3_STAGES 2
 #endif
 constexpr int kKvStages = TFI_FA3_STAGES;
+#ifndef TFI_FA3_SHORT_Q
+#define TFI_FA3_SHORT_Q 0
+#endif
+constexpr int kShortQRows = TFI_FA3_SHORT_Q ? 16 : 0;  // 0: every item copies a whole Q tile
 
 }  // namespace torch_flashinfer::fa3
