@@ -428,7 +428,10 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
       // softmax of tile it runs while that P V does; its output rescale and P wait for the P V.
       // Ping-pong: the two math warpgroups take turns issuing (named barriers 4 and 5), so one's
       // softmax overlaps the other's matrix work.
-      const bool turns = Shape::kPingPong && mine.count > 1 && wg_range(1 - wg).count == mine.count;
+      // Turns only where both run the same tiles: with different ones, one warpgroup could wait in
+      // its turn for a stage the other frees only in a later turn of its own.
+      const Range other = wg_range(1 - wg);
+      const bool turns = Shape::kPingPong && mine.count > 1 && other.skip == mine.skip && other.count == mine.count;
       if (turns && wg == 1) sm90::named_barrier_arrive(4, 256);  // warpgroup 0 goes first
       wait_k(0);
       issue_qk(0);

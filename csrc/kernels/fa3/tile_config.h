@@ -42,7 +42,7 @@
 // schedule each math warpgroup runs only the key tiles its own 64 rows see, and only hands the
 // others back (fwd_kernel.cuh wg_range). The second warpgroup of a decode request, of a prompt of at
 // most 64 tokens or of a last query tile of at most 64 rows sees none; with 64-key tiles the first
-// warpgroup of a causal diagonal skips the last tile. Turns only where both run the same count (the
+// warpgroup of a causal diagonal skips the last tile. Turns only where both run the same tiles (the
 // plain schedule spilled with it, 104-124 bytes at d=224 / 256, so it has none).
 // -DTFI_FA3_STAGES=n: K/V stages of the ring (default 2; 4 fit 64-key tiles at d <= 128).
 // -DTFI_FA3_SHORT_Q=1: items of at most 16 query rows (decode requests, speculative verification)
