@@ -316,15 +316,15 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
     for (int i = 0; i < kD / 2; ++i) o[i] = 0.f;
     OnlineSoftmax<T, 1, kNT> softmax;
     softmax.init();
-    // The tiles warpgroup `g` runs: `skip` of the item's come first (from the last down, as the copy
+    // The tiles warpgroup `group` runs: `skip` of the item's come first (from the last down, as the copy
     // warpgroup sends them), then `count` its 64 rows see (every tile of the item without
     // kWarpgroupTiles); it hands the others back.
     struct Range {
       int skip, count;
     };
-    auto wg_range = [&](int g) {
+    auto wg_range = [&](int group) {
       if constexpr (!Shape::kWarpgroupTiles) return Range{0, tiles};
-      const int r0 = m0 + 64 * g, r1 = min(r0 + 64, w.m_end);
+      const int r0 = m0 + 64 * group, r1 = min(r0 + 64, w.m_end);
       const int key_begin = mask.key_begin(r0), key_end = mask.key_end(r1);
       if (r0 >= r1 || key_end <= key_begin) return Range{0, 0};
       const int first = key_begin / kN, last = (key_end - 1) / kN;

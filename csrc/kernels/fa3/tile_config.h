@@ -90,6 +90,7 @@ constexpr bool kWarpgroupTiles = TFI_FA3_WG_TILES != 0;
 #define TFI_FA3_STAGES 2
 #endif
 constexpr int kKvStages = TFI_FA3_STAGES;
+static_assert(kKvStages >= 2, "TFI_FA3_STAGES: at least 2 K/V stages");
 #ifndef TFI_FA3_SHORT_Q
 #define TFI_FA3_SHORT_Q 0
 #endif
