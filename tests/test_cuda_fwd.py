@@ -167,17 +167,13 @@ def test_fa3_persistent_causal(head_dim, layout, seqlens_q, seqlens_k, page, win
                     **extra), algo="fa3", seed=head_dim)
 
 
-# Items whose math warpgroups see different key tiles, mixed with full items of one and of several
-# key tiles in one persistent launch: second 64 query rows all past the sequence (decode requests,
-# prompts of at most 64 tokens, last query tiles of at most 64 rows), rows that see no key (more
-# queries than keys), and causal diagonals and windows where one warpgroup's rows see fewer tiles;
-# items of 1, 7, 16 and 17 rows. With -DTFI_FA3_WG_TILES=1 (fa3/tile_config.h; gpu_session.sh
-# FA3_VARIANTS=WG_TILES=1 fa3_variants, also with BLOCK_N=64,STAGES=4) each of fa3's math
-# warpgroups runs only the tiles its rows see at d=64 / 128 (the overlapped schedule); d=256 runs
-# the plain schedule either way. With -DTFI_FA3_SHORT_Q=1 items of at most 16 rows copy 16 Q rows.
+# Items whose two math warpgroups see different key tiles, mixed with full items of one and of
+# several key tiles in one persistent launch: second 64 query rows all past the sequence (decode
+# requests, prompts of at most 64 tokens, last query tiles of at most 64 rows), rows that see no key
+# (more queries than keys), causal diagonals and windows, items of 1, 7, 16 and 17 rows.
 @pytest.mark.parametrize("head_dim", [64, 128, 256])
 @pytest.mark.parametrize("causal,window", [(False, (-1, -1)), (True, (-1, -1)), (True, (100, -1)), (False, (70, 20))])
-def test_fa3_warpgroup_tiles(head_dim, causal, window):
+def test_fa3_mixed_warpgroup_tiles(head_dim, causal, window):
     seqlens_q = [1, 64, 65, 1025, 128, 129, 0, 192, 1, 7, 300, 200, 16, 17]
     seqlens_k = [128, 64, 65, 1025, 700, 129, 50, 192, 1000, 7, 300, 70, 16, 300]
     check_case(Case("varlen", seqlens_q, seqlens_k, 16, 4, head_dim, torch.float16, causal=causal, window=window),

@@ -65,9 +65,8 @@ struct TileRows {
 // The TMA maps of q, k and v for one call (launch.cuh encodes them; k and v are unused with
 // paged caches copied row by row, tma_pages_per_tile = 0). Dims, innermost first: (head_dim,
 // rows, heads, batch); packed q/k have batch 1, paged k/v are (head_dim, page rows, heads, blocks).
-// q_short: q in boxes of kShortQRows rows (tile_config.h; unused when 0).
 struct TmaMaps {
-  CUtensorMap q, q_short, k, v;
+  CUtensorMap q, k, v;
 };
 
 // Paged caches copied row by row (kv_mode: the page is not a multiple of the key tile) whose pages
@@ -87,7 +86,6 @@ struct Shape {
   static constexpr int kBlockN = kBlockN_;
   static constexpr bool kOverlap = kOverlap_;    // softmax of a tile beside the P V of the last
   static constexpr bool kPingPong = kPingPong_;  // math warpgroups issue by turns
-  static constexpr bool kWarpgroupTiles = fa3::kWarpgroupTiles && kOverlap_;  // tile_config.h
   static_assert(kOverlap || !kPingPong, "the turns are taken by the overlapped schedule's issue steps");
   static constexpr int kMathWarpgroups = 2;
   static constexpr int kThreads = 128 * (1 + kMathWarpgroups);
@@ -270,16 +268,12 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
       if (kQBuffers == 1 && w.tiles() > 0) copy_tile(0);
       sm90::mbarrier_wait(q_empty(q_buf(n)), q_parity(n) ^ 1);
       if (tid == 0) {
-        // A short item copies only its first kShortQRows rows: the math on the tile's stale rows
-        // below them touches no row of the item (every row of Q K^T, softmax and P V is its own).
-        const bool short_q = kShortQRows > 0 && w.m_end - w.m0 <= kShortQRows;
-        sm90::mbarrier_arrive_expect_tx(q_full(q_buf(n)), short_q ? kShortQRows * kD * 2 : Shape::kQBytes);
+        sm90::mbarrier_arrive_expect_tx(q_full(q_buf(n)), Shape::kQBytes);
         const uint32_t q_dst = smem_addr(sQ + q_buf(n) * kM * kD);
 #pragma unroll
         for (int cb = 0; cb < QRows::kColBlocks; ++cb) {
-          sm90::tma_load_4d(q_dst + cb * QRows::kBlockBytes, short_q ? &maps.q_short : &maps.q, q_full(q_buf(n)),
-                            cb * QRows::kBlockCols, packed_q ? int(w.seq.q_row0) + w.m0 : w.m0, w.h,
-                            packed_q ? 0 : w.b);
+          sm90::tma_load_4d(q_dst + cb * QRows::kBlockBytes, &maps.q, q_full(q_buf(n)), cb * QRows::kBlockCols,
+                            packed_q ? int(w.seq.q_row0) + w.m0 : w.m0, w.h, packed_q ? 0 : w.b);
         }
       }
       for (int it = kQBuffers == 1 ? 1 : 0; it < w.tiles(); ++it) copy_tile(it);
@@ -316,24 +310,10 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
     for (int i = 0; i < kD / 2; ++i) o[i] = 0.f;
     OnlineSoftmax<T, 1, kNT> softmax;
     softmax.init();
-    // The tiles warpgroup `group` runs: `skip` of the item's come first (from the last down, as the copy
-    // warpgroup sends them), then `count` its 64 rows see (every tile of the item without
-    // kWarpgroupTiles); it hands the others back.
-    struct Range {
-      int skip, count;
-    };
-    auto wg_range = [&](int group) {
-      if constexpr (!Shape::kWarpgroupTiles) return Range{0, tiles};
-      const int r0 = m0 + 64 * group, r1 = min(r0 + 64, w.m_end);
-      const int key_begin = mask.key_begin(r0), key_end = mask.key_end(r1);
-      if (r0 >= r1 || key_end <= key_begin) return Range{0, 0};
-      const int first = key_begin / kN, last = (key_end - 1) / kN;
-      return Range{w.last_tile - last, last - first + 1};
-    };
-    const Range mine = wg_range(wg);
-    // Tile it of this warpgroup: its place in the ring and its first key.
-    auto pos = [&](int it) { return ring + mine.skip + it; };
-    auto key0_of = [&](int it) { return (w.last_tile - mine.skip - it) * kN; };
+    // The item's tile it (from the last down, as the copy warpgroup sends them): its place in the
+    // ring and its first key.
+    auto pos = [&](int it) { return ring + it; };
+    auto key0_of = [&](int it) { return (w.last_tile - it) * kN; };
 
     // S = Q K^T of tile it, issued once its K has landed (the caller waits for the product).
     auto wait_k = [&](int it) { sm90::mbarrier_wait(k_full(stage_of(pos(it))), parity_of(pos(it))); };
@@ -348,9 +328,8 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
     };
     // O += P V of tile it, issued once its V has landed: the score accumulators of two 8-key tiles
     // are the A fragment of one 16-key step.
-    auto wait_v = [&](int it) { sm90::mbarrier_wait(v_full(stage_of(pos(it))), parity_of(pos(it))); };
     auto issue_pv = [&](int it) {
-      wait_v(it);
+      sm90::mbarrier_wait(v_full(stage_of(pos(it))), parity_of(pos(it)));
       sm90::fence_registers(o);
       sm90::fence_registers(p_regs);
       sm90::wgmma_fence();
@@ -394,23 +373,7 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
       }
     };
 
-    // The item's tiles [from, to) that this warpgroup does not run: each handed back once it has
-    // landed, in ring order, so the arrivals always count for the tile's own phase.
-    auto hand_back = [&](int from, int to) {
-      for (int t = from; t < to; ++t) {
-        const int stage = stage_of(ring + t);
-        const uint32_t parity = parity_of(ring + t);
-        sm90::mbarrier_wait(k_full(stage), parity);
-        __syncwarp();
-        if (lane == 0) sm90::mbarrier_arrive(k_empty(stage));
-        sm90::mbarrier_wait(v_full(stage), parity);
-        __syncwarp();
-        if (lane == 0) sm90::mbarrier_arrive(v_empty(stage));
-      }
-    };
-
     sm90::mbarrier_wait(q_full(q_buf(n)), q_parity(n));
-    if constexpr (Shape::kWarpgroupTiles) hand_back(0, mine.skip);
     if constexpr (!Shape::kOverlap) {
       for (int it = 0; it < tiles; ++it) {
         wait_k(it);
@@ -423,28 +386,24 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
         sm90::wgmma_wait<0>();
         pv_done(it);
       }
-    } else if (mine.count > 0) {
+    } else if (tiles > 0) {
       // FlashAttention-3's schedule: tile it's Q K^T and tile it - 1's P V go out together, and the
       // softmax of tile it runs while that P V does; its output rescale and P wait for the P V.
       // Ping-pong: the two math warpgroups take turns issuing (named barriers 4 and 5), so one's
       // softmax overlaps the other's matrix work.
-      // Turns only where both run the same tiles: with different ones, one warpgroup could wait in
-      // its turn for a stage the other frees only in a later turn of its own.
-      const Range other = wg_range(1 - wg);
-      const bool turns = Shape::kPingPong && mine.count > 1 && other.skip == mine.skip && other.count == mine.count;
-      if (turns && wg == 1) sm90::named_barrier_arrive(4, 256);  // warpgroup 0 goes first
+      if (Shape::kPingPong && wg == 1 && tiles > 1) sm90::named_barrier_arrive(4, 256);  // warpgroup 0 goes first
       wait_k(0);
       issue_qk(0);
       sm90::wgmma_wait<0>();
       qk_done(0);
       score_mods(0);
       softmax.update(s_tiles, p_frag, o_tiles, mod.scale_log2);
-      for (int it = 1; it < mine.count; ++it) {
+      for (int it = 1; it < tiles; ++it) {
         wait_k(it);  // outside the turn: the other warpgroup need not wait for this copy
-        if (turns) sm90::named_barrier_sync(4 + wg, 256);
+        if constexpr (Shape::kPingPong) sm90::named_barrier_sync(4 + wg, 256);
         issue_qk(it);
         issue_pv(it - 1);
-        if (turns && (wg == 0 || it + 1 < mine.count)) sm90::named_barrier_arrive(5 - wg, 256);
+        if (Shape::kPingPong && (wg == 0 || it + 1 < tiles)) sm90::named_barrier_arrive(5 - wg, 256);
         sm90::wgmma_wait<1>();
         qk_done(it);
         score_mods(it);
@@ -459,18 +418,16 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
         // A branch between the softmax and the wait: without one ptxas (13.0) moves the wait above
         // the whole softmax, and nothing overlaps the P V (SASS: no MUFU.EX2 between the
         // WARPGROUP.DEPBAR of the Q K^T and that of the P V).
-        if (it + 1 == mine.count) {
+        if (it + 1 == tiles) {
           after_pv();
           break;
         }
         after_pv();
       }
-      issue_pv(mine.count - 1);
+      issue_pv(tiles - 1);
       sm90::wgmma_wait<0>();
-      pv_done(mine.count - 1);
+      pv_done(tiles - 1);
     }
-
-    if constexpr (Shape::kWarpgroupTiles) hand_back(mine.skip + mine.count, tiles);
 
     // Epilogue: normalise, write lse, stage O through this warpgroup's own Q rows (every warp of
     // it is past its last wgmma, which read all of them) for 16-byte stores; then those rows may

@@ -103,16 +103,11 @@ const char* run_fwd(const FwdParams& p, cudaStream_t stream) {
   // one) is below items + 2 * grid: it must stay an int.
   if (items > 0x7fffffffLL - 2 * grid) return "too many query tiles x heads x sequences for one launch";
 
-  TmaMaps maps{};
+  TmaMaps maps;
   const bool packed_q = p.cu_seqlens_q != nullptr;
   const char* err = encode_map<T, kHeadDim>(&maps.q, p.q, packed_q ? p.total_q : p.seqlen_q, p.heads_q,
                                             packed_q ? 1 : p.batch, p.q_row_stride, p.q_head_stride,
                                             p.q_batch_stride, S::kBlockM);
-  if (err == nullptr && kShortQRows > 0) {
-    err = encode_map<T, kHeadDim>(&maps.q_short, p.q, packed_q ? p.total_q : p.seqlen_q, p.heads_q,
-                                  packed_q ? 1 : p.batch, p.q_row_stride, p.q_head_stride, p.q_batch_stride,
-                                  kShortQRows);
-  }
   const int pages_per_tile = tma_pages_per_tile(p, S::kBlockN);
   if (err == nullptr && (mode != KvMode::kPagedRow || pages_per_tile > 0)) {
     // Paged: (head_dim, page rows, heads, blocks), the block stride in the batch stride's place;

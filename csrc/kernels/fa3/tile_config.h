@@ -38,19 +38,20 @@
 // Nor does the order or depth of the copies limit that batch (fa3_copy_order.json, one process per
 // build, ms at 100 % prefill): the first K/V tile before Q 0.124, three K/V stages with one Q buffer
 // 0.143, TMA L2 promotion of 128 bytes or none (shipped: 256) 0.123 / 0.122, against 0.122 / 0.124.
-// -DTFI_FA3_WG_TILES=1 (a tuning build, off by default until timed on a GPU): in the overlapped
-// schedule each math warpgroup runs only the key tiles its own 64 rows see, and only hands the
-// others back (fwd_kernel.cuh wg_range). The second warpgroup of a decode request, of a prompt of at
-// most 64 tokens or of a last query tile of at most 64 rows sees none; with 64-key tiles the first
-// warpgroup of a causal diagonal skips the last tile. Turns only where both run the same tiles (the
-// plain schedule spilled with it, 104-124 bytes at d=224 / 256, so it has none).
-// -DTFI_FA3_STAGES=n: K/V stages of the ring (default 2; 4 fit 64-key tiles at d <= 128).
-// -DTFI_FA3_SHORT_Q=1: items of at most 16 query rows (decode requests, speculative verification)
-// copy a Q box of 16 rows, not 128: in a packed batch the 128-row box reads the next sequences'
-// rows, 32 KB through L2 and shared memory (d=128) for 256 useful bytes.
+// Two ideas for short items, tried as tuning builds and dropped (one H100, fa3 ms, two rounds;
+// benchmarks/results/h100/fa3_wg_tiles_ab.json; the code is in git history, commits 27875da to e84914f):
+// each math warpgroup running only the key tiles its 64 rows see (a decode request's second
+// warpgroup none), with a 16-row Q box for items of at most 16 rows, won where decode requests
+// dominate the hybrid batch (GQA 0 %: 0.083 against 0.094; there "auto" runs fa2) and lost where
+// prompts do (GQA 100 %: 0.132 against 0.119, MHA 0.160 against 0.157; varlen 1-2 %), though no
+// item there has a short or unequal range: its extra per-item code alone costs. Adding 64-key
+// tiles and 4 stages (a causal diagonal's first warpgroup then skips a tile) won on 64- and
+// 128-token varlen prompts (0.070 against 0.084, 0.146 against 0.151) and lost on the hybrid batches
+// and on longer prompts (2048: 8.07 against 6.82): a lead for short-prompt batches, untimed alone.
+// -DTFI_FA3_STAGES=n: K/V stages of the ring, where they fit beside one Q tile (default 2).
 // Tuning builds override them with -DTFI_FA3_BLOCK_N=64|80|96|128 (the shapes of fa3/wgmma.cuh)
 // -DTFI_FA3_OVERLAP=0|1 -DTFI_FA3_PINGPONG=0|1 -DTFI_FA3_PERSISTENT=0|1|2 (1: unmasked items only)
-// -DTFI_FA3_WG_TILES=0|1 -DTFI_FA3_STAGES=n -DTFI_FA3_SHORT_Q=0|1.
+// -DTFI_FA3_STAGES=n.
 #pragma once
 
 namespace torch_flashinfer::fa3 {
@@ -82,18 +83,10 @@ constexpr bool pingpong_for(int head_dim) { return overlap_for(head_dim); }
 #endif
 constexpr bool kPersistent = TFI_FA3_PERSISTENT != 0;
 constexpr bool kPersistentMasked = TFI_FA3_PERSISTENT == 2;
-#ifndef TFI_FA3_WG_TILES
-#define TFI_FA3_WG_TILES 0
-#endif
-constexpr bool kWarpgroupTiles = TFI_FA3_WG_TILES != 0;
 #ifndef TFI_FA3_STAGES
 #define TFI_FA3_STAGES 2
 #endif
 constexpr int kKvStages = TFI_FA3_STAGES;
 static_assert(kKvStages >= 2, "TFI_FA3_STAGES: at least 2 K/V stages");
-#ifndef TFI_FA3_SHORT_Q
-#define TFI_FA3_SHORT_Q 0
-#endif
-constexpr int kShortQRows = TFI_FA3_SHORT_Q ? 16 : 0;  // 0: every item copies a whole Q tile
 
 }  // namespace torch_flashinfer::fa3
