@@ -90,28 +90,29 @@ struct Shape {
   static constexpr int kMathWarpgroups = 2;
   static constexpr int kThreads = 128 * (1 + kMathWarpgroups);
   static constexpr int kMathWarps = 4 * kMathWarpgroups;
-  // K/V stages: tile_config.h's where they fit beside one Q tile, else 2.
-  static constexpr int kStages =
-      1024 + kBlockM * kHeadDim * 2 + 4 * kKvStages * kBlockN * kHeadDim + 8 * (2 + 4 * kKvStages) <= 227 * 1024
-          ? kKvStages : 2;
   using QRows = TileRows<kHeadDim, kBlockM>;
   using KvRows = TileRows<kHeadDim, kBlockN>;
   static constexpr int kQBytes = kBlockM * kHeadDim * 2;
   static constexpr int kKvBytes = kBlockN * kHeadDim * 2;
+  // Shared memory of q_buffers Q tiles and `stages` K/V stages, with their barriers (per Q buffer
+  // full, empty; per stage K/V full, empty) and 1 KB of slack to align the tiles to 1024 bytes.
+  static constexpr int smem_bytes(int q_buffers, int stages) {
+    return 1024 + q_buffers * kQBytes + 2 * stages * kKvBytes + 8 * (2 * q_buffers + 4 * stages);
+  }
+  static constexpr int kSmemLimit = 227 * 1024;  // one CTA per SM
+  // K/V stages: tile_config.h's where they fit beside one Q tile, else 2.
+  static constexpr int kStages = smem_bytes(1, kKvStages) <= kSmemLimit ? kKvStages : 2;
   // Q buffers: two where they fit (every head dim but 160, 192 and 256), so a persistent CTA copies
   // the next item's Q while this one's math and epilogue (which stages O through its Q rows) run.
-  static constexpr int kQBuffers = 1024 + 2 * kQBytes + 2 * kStages * kKvBytes + 8 * (4 + 4 * kStages) <= 227 * 1024
-                                       ? 2 : 1;
-  static constexpr int kBarriers = 2 * kQBuffers + 4 * kStages;  // per Q buffer full, empty; per stage K/V full, empty
-  // 1 KB of slack to align the tiles to 1024 bytes.
-  static constexpr int kSmemBytes = 1024 + kQBuffers * kQBytes + 2 * kStages * kKvBytes + 8 * kBarriers;
+  static constexpr int kQBuffers = smem_bytes(2, kStages) <= kSmemLimit ? 2 : 1;
+  static constexpr int kSmemBytes = smem_bytes(kQBuffers, kStages);
   // Registers per thread after the hand-over: 128 x 40 + 256 x 232 <= 64 K (the copy
   // warpgroup copies tiles TMA cannot with a rolled cp.async loop, which needs no more: no spills).
   static constexpr int kCopyRegs = 40;
   static constexpr int kMathRegs = (65536 / 128 - kCopyRegs) / kMathWarpgroups / 8 * 8;
   static constexpr int kHandOverRegs = 128 * (kCopyRegs + kMathWarpgroups * kMathRegs);  // of the CTA
   static_assert(kBlockN % 16 == 0 && kHeadDim % 32 == 0, "wgmma steps of 16 keys, swizzle rows of 32 dims");
-  static_assert(kSmemBytes <= 227 * 1024, "one CTA per SM");
+  static_assert(kSmemBytes <= kSmemLimit, "one CTA per SM");
 };
 
 // One work item: query tile m_block of head h of sequence b, and the key tiles it sees. Both roles
