@@ -60,17 +60,6 @@ __device__ __forceinline__ Sequence load_sequence(const FwdParams& p, int b) {
   return s;
 }
 
-// Pulls into L1 the metadata load_sequence(p, b) reads, for a loop that moves on to sequence b
-// after work that hides the L2 round trip (fa3's persistent CTAs: the next item's lengths, read at
-// its start by every warp, otherwise wait one L2 latency per item).
-__device__ __forceinline__ void prefetch_sequence(const FwdParams& p, int b) {
-  auto pull = [](const int32_t* x) { asm volatile("prefetch.global.L1 [%0];" ::"l"(x)); };
-  if (p.cu_seqlens_q != nullptr) pull(p.cu_seqlens_q + b);
-  if (p.kv_layout == KvLayout::kVarlen) pull(p.cu_seqlens_k + b);
-  else if (p.cache_seqlens != nullptr) pull(p.cache_seqlens + b);
-  if (p.cache_leftpad != nullptr) pull(p.cache_leftpad + b);
-}
-
 // How a kernel finds key rows; chosen on the host so each addressing scheme is its own
 // instantiation with no per-row branch on the layout.
 enum class KvMode : int {

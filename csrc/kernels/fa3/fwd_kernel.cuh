@@ -154,13 +154,6 @@ __device__ __forceinline__ int cta_item(int k) {
   return k * int(gridDim.x) + (k % 2 == 0 ? c : int(gridDim.x) - 1 - c);
 }
 
-// Item k + 1's sequence metadata, pulled into L1 as item k starts: its load_item then finds it
-// there instead of waiting one L2 round trip between items.
-__device__ __forceinline__ void prefetch_item(const FwdParams& p, int k, int num_m_blocks, int num_items) {
-  const int next = cta_item(k + 1);
-  if (next < num_items) prefetch_sequence(p, next / num_m_blocks / p.heads_q);
-}
-
 // The K/V ring runs on across a CTA's items: `ring` counts the tiles the CTA has passed through it.
 template <typename T, typename Shape, KvMode kMode>
 __global__ void __launch_bounds__(Shape::kThreads, 1)
@@ -217,7 +210,6 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
     const L2Hint no_hint{false, 0};
     WorkItem w;
     for (int k = 0, item = cta_item(0), ring = 0, n = 0; item < num_items; item = cta_item(++k)) {
-      prefetch_item(p, k, num_m_blocks, num_items);
       if (!load_item<Shape>(p, item, num_m_blocks, w)) continue;
       const T* k_head = static_cast<const T*>(p.k) + int64_t(w.hk) * p.k_head_stride;
       const T* v_head = static_cast<const T*>(p.v) + int64_t(w.hk) * p.v_head_stride;
@@ -309,7 +301,6 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
 
   WorkItem w;
   for (int k = 0, item = cta_item(0), ring = 0, n = 0; item < num_items; item = cta_item(++k)) {
-    prefetch_item(p, k, num_m_blocks, num_items);
     if (!load_item<Shape>(p, item, num_m_blocks, w)) continue;
     const Mask mask(p, w.seq);
     const int m0 = w.m0, tiles = w.tiles();

@@ -35,6 +35,9 @@
 // its cost grew with the items, not with their bytes (d=64 4 x 4k causal 0.785 against 0.691), as if
 // each prefetch held up the thread that issues the copies. One prefetch.global.L2 per line from the
 // whole copy warpgroup instead lost too: 0.134 against 0.122 ms on that batch (fa3_row_prefetch.json).
+// An L1 prefetch of the next item's sequence metadata as an item starts (commit ae46cac) lost too:
+// 4-15 % slower on every hybrid batch (one H100: MHA 0 % 0.112 against 0.097 ms, 100 % 0.162 against
+// 0.157; benchmarks/results/h100/fa3_prefetch_ab.json).
 // Nor does the order or depth of the copies limit that batch (fa3_copy_order.json, one process per
 // build, ms at 100 % prefill): the first K/V tile before Q 0.124, three K/V stages with one Q buffer
 // 0.143, TMA L2 promotion of 128 bytes or none (shipped: 256) 0.123 / 0.122, against 0.122 / 0.124.
