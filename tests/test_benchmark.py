@@ -141,6 +141,34 @@ def test_parts_are_timed_alone_and_added(monkeypatch):
     assert Parts([prefill, decode])() == [0.25, 0.5]
 
 
+def test_rounds_reverse_the_order_and_keep_each_lowest_median(monkeypatch):
+    """Round 2 times the backends last to first; each row keeps its lower median; a refusal is timed once."""
+    timed = []
+    medians = {"sdpa_flash": [3.0, 2.0], "sdpa_math": [1.0, 4.0]}  # per backend, round by round
+
+    def fake_median_ms(fn, device, iters):
+        timed.append(fn.name)
+        return medians[fn.name].pop(0)
+
+    def named(name):
+        def make(case, x):
+            def call():
+                return None
+            call.name = name
+            return call
+        return Backend(name, None, make, lambda case: True)
+
+    def refuses_when_made(case, x):
+        raise RuntimeError("no kernel for this shape")
+
+    monkeypatch.setattr(runner.timing, "median_ms", fake_median_ms)
+    case = Case("t", batch=1, heads_q=2, heads_k=1, seqlen_q=8, seqlen_k=8, head_dim=16, causal=True, dtype="float32")
+    backends = [named("sdpa_flash"), Backend("sdpa_cudnn", None, refuses_when_made, lambda case: True), named("sdpa_math")]
+    rows = run_case(case, backends, torch.device("cpu"), iters=1, rounds=2)
+    assert timed == ["sdpa_flash", "sdpa_math", "sdpa_math", "sdpa_flash"]
+    assert [row["ms"] for row in rows] == [2.0, None, 1.0]
+
+
 def test_flop_and_byte_formulas_by_hand():
     prefill = Case("t", batch=2, heads_q=4, heads_k=2, seqlen_q=8, seqlen_k=8, head_dim=16, causal=True,
                    dtype="float16")

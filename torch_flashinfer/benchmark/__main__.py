@@ -45,6 +45,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                         help=f"comma-separated subset of {','.join(BACKENDS)} (ours runs every algo). Default: all")
     parser.add_argument("--scenarios", type=_names, help="comma-separated scenarios of the suite to run. Default: all")
     parser.add_argument("--iters", type=int, help="timed calls per measurement. Default: 100 on cuda, 10 on cpu")
+    parser.add_argument("--rounds", type=int,
+                        help="times each backend of a case is measured, every other round in reverse order; each "
+                             "keeps its lowest median. Default: 2 on cuda (a backend's place in the order moved it "
+                             "by up to 13 %% on an H100), 1 on cpu")
     parser.add_argument("--replot", type=Path, metavar="JSON",
                         help="measure nothing: redraw the charts of --suite from this JSON into --out")
     args = parser.parse_args(argv)
@@ -56,6 +60,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown backends {', '.join(sorted(unknown))}; choose from {', '.join(BACKENDS)}")
     args.iters = args.iters or (100 if args.device == "cuda" else 10)
+    if args.rounds is not None and args.rounds < 1:
+        parser.error("--rounds: at least 1")
+    args.rounds = args.rounds or (2 if args.device == "cuda" else 1)
     return args
 
 
@@ -98,7 +105,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         scenario_rows = []
         for case in scenario.cases:
             progress.step(f"{scenario.name}: {case.label()}")
-            scenario_rows += run_case(case, backends, device, args.iters)
+            scenario_rows += run_case(case, backends, device, args.iters, args.rounds)
         rows += scenario_rows
         report.clear_status()
         print(report.format_table(scenario, scenario_rows), flush=True)
