@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call: install, build every kernel, run the GPU tests, then an optional step.
 #   bash benchmarks/gpu_session.sh [fa3|fa3_tests|fa3_variants|fa3_choice|fa3_ab|tests|alltests|hftests|tune|tune_split|tune_paged|ncu_short|ncu_paged|ncu_hybrid|ncu_hybrid_stalls|ab_split|ab_paged|ab_bench|bench|decode|ncu|ncu_cmp|ncu_decode|llama|sanitize]...
-#   (env: SUITE, SCENARIOS, BENCH_ARGS, BENCH_TIMEOUT, FA3_TESTS_TIMEOUT, CHOICE_ARGS, CHOICE_TIMEOUT, AB_GROUPS, AB_DIMS, SANITIZE_TIMEOUT, TESTS_K, TESTS_ARGS, TESTS_TIMEOUT, SANITIZE_ALGOS, FA3_VARIANTS, FA3_VARIANTS_K, TUNE_DIMS, TUNE_ARGS, TUNE_SPLIT_ARGS, TUNE_TIMEOUT, PAGES, PAGED_ARGS, LLAMA_ARGS, NCU_CAUSAL, NCU_SHAPES, AB_CSRC)
+#   (env: SUITE, SCENARIOS, BENCH_ARGS, BENCH_TIMEOUT, FA3_TESTS_TIMEOUT, CHOICE_ARGS, CHOICE_TIMEOUT, AB_GROUPS, AB_DIMS, FA2_VARIANTS, SANITIZE_TIMEOUT, TESTS_K, TESTS_ARGS, TESTS_TIMEOUT, SANITIZE_ALGOS, FA3_VARIANTS, FA3_VARIANTS_K, TUNE_DIMS, TUNE_ARGS, TUNE_SPLIT_ARGS, TUNE_TIMEOUT, PAGES, PAGED_ARGS, LLAMA_ARGS, NCU_CAUSAL, NCU_SHAPES, AB_CSRC)
 # Logs and JSON land in $OUT (the device tool brings them back).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 MAX_JOBS=16 TORCH_FLASHINFER_CACHE_DIR=/tmp/tfi_cache
@@ -10,13 +10,15 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv > "
 python3 -m pip install -q --no-deps --no-build-isolation -e . > /tmp/install.log 2>&1 || { cat /tmp/install.log; exit 1; }
 ( time python3 -m torch_flashinfer.build ) > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
 tail -3 "$OUT/build.log"
-fa3_tree() {  # tree=/tmp/csrc_fa3_<spec>: csrc with the fa3 tuning macros of spec NAME=value[,NAME=value] (tile_config.h),
-  [ -f "$1/include/torch_flashinfer/params.h" ] && { tree=$(realpath "$1"); return 0; }  # or a csrc/ directory as it is
-  [[ $1 =~ ^[A-Z_0-9]+=[0-9]+(,[A-Z_0-9]+=[0-9]+)*$ ]] || { echo "FA3_VARIANTS: NAME=value[,NAME=value] of tile_config.h's TFI_FA3_ macros or a csrc/ directory (fa3_ab also takes '.'), not '$1'"; return 1; }
-  tree=/tmp/csrc_fa3_${1//[=,]/_}; rm -rf "$tree"; cp -r csrc "$tree"
-  local kv; for kv in ${1//,/ }; do
-    grep -q "TFI_FA3_${kv%%=*}\b" csrc/kernels/fa3/tile_config.h || { echo "FA3_VARIANTS: no TFI_FA3_${kv%%=*} in tile_config.h"; return 1; }
-    sed -i "/#pragma once/a #define TFI_FA3_${kv%%=*} ${kv#*=}" "$tree/kernels/fa3/tile_config.h"; done
+variant_tree() {  # tree=/tmp/csrc_<spec>: csrc with the tuning macros of spec NAME=value[,NAME=value] (TFI_FA3_NAME in
+  # fa3/tile_config.h or TFI_FA2_NAME in fa2/tile_config.h), or a csrc/ directory as it is
+  [ -f "$1/include/torch_flashinfer/params.h" ] && { tree=$(realpath "$1"); return 0; }
+  [[ $1 =~ ^[A-Z_0-9]+=[0-9]+(,[A-Z_0-9]+=[0-9]+)*$ ]] || { echo "FA3_VARIANTS / FA2_VARIANTS: NAME=value[,NAME=value] of tile_config.h's TFI_FA3_ / TFI_FA2_ macros or a csrc/ directory (the _ab steps also take '.'), not '$1'"; return 1; }
+  tree=/tmp/csrc_${1//[=,]/_}; rm -rf "$tree"; cp -r csrc "$tree"
+  local kv fam; for kv in ${1//,/ }; do
+    fam=; for f in fa3 fa2; do grep -q "TFI_${f^^}_${kv%%=*}\b" csrc/kernels/$f/tile_config.h && { fam=$f; break; }; done
+    [ -n "$fam" ] || { echo "FA3_VARIANTS / FA2_VARIANTS: no TFI_FA3_ / TFI_FA2_${kv%%=*} in a tile_config.h"; return 1; }
+    sed -i "/#pragma once/a #define TFI_${fam^^}_${kv%%=*} ${kv#*=}" "$tree/kernels/$fam/tile_config.h"; done
 }
 fa3_label() { [ "$1" = . ] && echo "== fa3 as shipped" || echo "== fa3 $1"; }
 for step in "$@"; do
@@ -31,15 +33,15 @@ for causal in (False, True):
     print('fa3 smoke, causal', causal, 'max |fa3 - fa2|', (a.float() - b.float()).abs().max().item())" 2>&1 | tee "$OUT/fa3_smoke.log" ;;
     fa3_tests) timeout ${FA3_TESTS_TIMEOUT:-420} python3 -m pytest -q -n 8 --timeout 120 --timeout-method thread --maxfail 40 -k fa3 tests/test_cuda_fwd.py 2>&1 \
            | tee "$OUT/fa3_tests.log" | tail -30 ;;
-    fa3_variants) for v in ${FA3_VARIANTS:-PERSISTENT=1 PERSISTENT=0}; do  # the fa3 tests on each fa3 build (fa3_tree's specs)
-           fa3_tree $v || continue; fa3_label $v
+    fa3_variants) for v in ${FA3_VARIANTS:-PERSISTENT=1 PERSISTENT=0}; do  # the fa3 tests on each fa3 build (variant_tree's specs)
+           variant_tree $v || continue; fa3_label $v
            TORCH_FLASHINFER_CSRC=$tree timeout 540 python3 -m pytest -q -n 8 \
              --timeout 180 --timeout-method thread --maxfail 20 -k "${FA3_VARIANTS_K:-fa3}" tests/test_cuda_fwd.py 2>&1 | tail -6  # (first calls build the tree)
          done 2>&1 | tee "$OUT/fa3_variants.log" ;;
     fa3_choice) timeout ${CHOICE_TIMEOUT:-300} python3 benchmarks/fa3_choice.py --out "$OUT/fa3_choice.json" ${CHOICE_ARGS:-} 2>&1 \
            | tee "$OUT/fa3_choice.log" | grep -v "^torch_flashinfer: build" ;;
     fa3_ab) for v in ${FA3_VARIANTS:-. PERSISTENT=1}; do  # each tree's fa3 libraries first: a build pause in a timed
-           tree=; [ "$v" = . ] || fa3_tree $v || continue  # process let the GPU cool: rows after one ran up to 10 % faster
+           tree=; [ "$v" = . ] || variant_tree $v || continue  # process let the GPU cool: rows after one ran up to 10 % faster
            TORCH_FLASHINFER_CSRC=$tree python3 -c "
 import concurrent.futures as cf, torch
 from torch_flashinfer import _build, _kernels
@@ -47,10 +49,15 @@ libs = [_kernels.fwd_library('fa3', torch.float16, d) for d in (${AB_DIMS:-32, 6
 list(cf.ThreadPoolExecutor(8).map(_build.build_kernel_library, libs))" 2>&1 | grep -v "^torch_flashinfer: build"
          done
          i=0; for v in ${FA3_VARIANTS:-. PERSISTENT=1}; do  # fa3 prefill timings of each fa3 build ('.': this tree as it is)
-           tree=; i=$((i + 1)); [ "$v" = . ] || fa3_tree $v || continue; fa3_label $v
+           tree=; i=$((i + 1)); [ "$v" = . ] || variant_tree $v || continue; fa3_label $v
            TORCH_FLASHINFER_CSRC=$tree timeout 200 python3 benchmarks/fa3_choice.py --algos fa3 --groups ${AB_GROUPS:-prefill} \
              --out "/tmp/ab/fa3_${i}_$([ "$v" = . ] && echo shipped || echo "$v" | tr '=,/.' '_-__').json"; done 2>&1 | tee "$OUT/fa3_ab.log" | grep -v "^torch_flashinfer: build"
          tar -C /tmp -cf "$OUT/fa3_ab.tar" ab ;;
+    fa2_ab) for run in 1 2; do for v in ${FA2_VARIANTS:-. ORDER_WINDOW_MB=0}; do  # fa2 prefill timings of each build, twice
+           tree=; [ "$v" = . ] || variant_tree $v || continue; echo "== fa2 $v, run $run"
+           TORCH_FLASHINFER_CSRC=$tree timeout 300 python3 benchmarks/fa3_choice.py --algos fa2 --groups ${AB_GROUPS:-prefill} \
+             --out "/tmp/ab/fa2_${run}_$([ "$v" = . ] && echo shipped || echo "$v" | tr '=,/.' '_-__').json"; done; done 2>&1 \
+           | tee "$OUT/fa2_ab.log" | grep -v "^torch_flashinfer: build"; tar -C /tmp -cf "$OUT/fa2_ab.tar" ab ;;
     tests) timeout ${TESTS_TIMEOUT:-540} python3 -m pytest -q -n 8 --timeout 300 --timeout-method thread ${TESTS_K:+-k "$TESTS_K"} ${TESTS_ARGS:-} \
              tests/test_cuda_binding.py tests/test_cuda_decode.py tests/test_cuda_fwd.py 2>&1 | tee "$OUT/gpu_tests.log" | tail -25 ;;
     alltests) python3 -m pytest -q -n 8 --timeout 300 --timeout-method thread tests 2>&1 | tee "$OUT/all_tests.log" | tail -25 ;;

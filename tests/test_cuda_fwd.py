@@ -273,6 +273,15 @@ def test_seqlen_32k(causal, algo):
     assert (lse[:, :, rows] - ref_lse[:, :, rows]).abs().max().item() < 2e-3
 
 
+@pytest.mark.parametrize("batch,heads_q,heads_k,window", [(1, 7, 7, (-1, -1)), (2, 6, 2, (-1, -1)), (2, 6, 2, (3000, 0))])
+def test_fa2_tile_order_windows(batch, heads_q, heads_k, window):
+    """fa2's causal launch order: windows of (sequence, head) pairs sized by their K/V bytes
+    (fa2/launch.cuh), here 12k keys at d=128: 2 pairs per window of 7 (the first holds 1), and 8
+    of 12 with GQA (the first 4); every query tile of every pair must still run once."""
+    check_case(Case("dense", [300] * batch, [12000] * batch, heads_q, heads_k, 128, torch.float16, causal=True,
+                    window=window), algo="fa2")
+
+
 @pytest.mark.parametrize("algo", ["fa2", "fa3"])
 def test_cuda_graph_capture_and_replay(algo):
     skip_unless_runs(algo)

@@ -60,10 +60,30 @@ struct TileShape {
   }
 };
 
+// The query tile of CTA `block`: (sequence, head) pair bh, and its level, the place of the tile
+// from the last (the heaviest where causal). CTAs run windows of `window` consecutive pairs (the
+// first window holds the remainder, so the last ones are full); within a window every pair's last
+// tile first, then every pair's next-to-last, and so on: the longest tiles start first and the
+// launch ends on short ones, while the window's K/V stay in L2 (launch.cuh sizes it). window = 1:
+// pair by pair, each pair's tiles from the last.
+__device__ __forceinline__ void tile_order(int block, int num_m_blocks, int pairs, int window, int& bh, int& level) {
+  const int first = pairs % window;
+  int base = 0, size = first;
+  if (block >= first * num_m_blocks) {
+    block -= first * num_m_blocks;
+    base = first + block / (window * num_m_blocks) * window;
+    block %= window * num_m_blocks;
+    size = window;
+  }
+  bh = base + block % size;
+  level = block / size;
+}
+
 // kDecodePath: whether sequences of at most kDecodeMaxSeqlenQ queries take the decode path (the
 // instantiation for packed or short q; without it the prefill loop keeps every register).
 template <typename T, typename Shape, KvMode kMode, bool kDecodePath>
-__global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_constant__ FwdParams p, int num_m_blocks) {
+__global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_constant__ FwdParams p, int num_m_blocks,
+                                                              int window) {
   using Traits = DtypeTraits<T>;
   constexpr int kM = Shape::kBlockM, kN = Shape::kBlockN, kD = Shape::kHeadDim, kStride = Shape::kStride;
   using Smem = typename Shape::Smem;
@@ -75,9 +95,9 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
   T* sV = sK + Shape::kStages * kN * kStride;
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  const int bh = blockIdx.x / num_m_blocks;
-  // Within a head, the last (for causal: heaviest) query tiles start first.
-  const int m_block = num_m_blocks - 1 - int(blockIdx.x % num_m_blocks);
+  int bh, level;
+  tile_order(int(blockIdx.x), num_m_blocks, p.batch * p.heads_q, window, bh, level);
+  const int m_block = num_m_blocks - 1 - level;
   const int b = bh / p.heads_q, h = bh % p.heads_q;
   const int hk = h / (p.heads_q / p.heads_k);
 
@@ -87,7 +107,7 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
     // blocks of 16) goes to the CTA of query head hk * group + rb % group, m-block rb / group.
     const int group = p.heads_q / p.heads_k;
     const int row_blocks = (group * seq.seqlen_q + 15) / 16;
-    const int rb = int(blockIdx.x % num_m_blocks) * group + h % group;
+    const int rb = level * group + h % group;
     if (rb < row_blocks) {
       decode::decode_item<T, typename Shape::DecodeShape, kMode>(p, seq, smem_raw, b, hk, rb, 0, 1, true);
     }

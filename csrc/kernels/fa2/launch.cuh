@@ -3,6 +3,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <type_traits>
 
 #include "fa2/fwd_kernel.cuh"
@@ -43,7 +44,15 @@ const char* run_fwd(const FwdParams& p, cudaStream_t stream) {
   const long long grid = (long long)num_m_blocks * p.batch * p.heads_q;
   if (grid == 0) return nullptr;
   if (grid > 0x7fffffffLL) return "too many query tiles x heads x sequences for one launch";
-  kernel<<<unsigned(grid), Shape::kThreads, smem, stream>>>(p, num_m_blocks);
+  // Where query tiles see different numbers of keys, longest first over windows of (sequence,
+  // head) pairs whose K/V fit kOrderWindowBytes (fwd_kernel.cuh tile_order); else pair by pair.
+  const int pairs = p.batch * p.heads_q;
+  int window = 1;
+  if (p.causal || p.window_left >= 0 || p.window_right >= 0) {
+    const long long kv_bytes = 2LL * p.seqlen_k * kHeadDim * sizeof(T) / (p.heads_q / p.heads_k);
+    window = int(std::min<long long>(pairs, std::max(1LL, kOrderWindowBytes / std::max(kv_bytes, 1LL))));
+  }
+  kernel<<<unsigned(grid), Shape::kThreads, smem, stream>>>(p, num_m_blocks, window);
   const cudaError_t err = cudaGetLastError();
   return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
 }

@@ -47,6 +47,17 @@ constexpr Tile default_tile(int head_dim) {
 // read K/V once per query head. H100, benchmarks/results/h100/seed.json hybrid rows.
 constexpr int kDecodeMaxSeqlenQ = 16;
 
+// Causal and windowed launches start the heaviest query tiles first over windows of (sequence,
+// head) pairs whose K/V take at most this many bytes (launch.cuh, fwd_kernel.cuh tile_order): pair
+// by pair, the last pairs' long tiles started late and left SMs idle at the end of the launch.
+// Untimed on the GPU yet; a model of the launch (each tile costs its key tiles, 2 CTAs per SM on 132
+// SMs) put pair by pair 5-7 % over the ideal on the llm suite's causal rows and 16-32 MB windows at
+// 0-3 %. Tuning builds: -DTFI_FA2_ORDER_WINDOW_MB=n (0: pair by pair).
+#ifndef TFI_FA2_ORDER_WINDOW_MB
+#define TFI_FA2_ORDER_WINDOW_MB 16
+#endif
+constexpr long long kOrderWindowBytes = (long long)TFI_FA2_ORDER_WINDOW_MB << 20;
+
 #ifdef TFI_FA2_BLOCK_M
 #ifndef TFI_FA2_STAGES
 #define TFI_FA2_STAGES 2
