@@ -383,14 +383,12 @@ def test_auto_sends_short_q_to_fa3_where_fa2_has_no_decode_rows():
 
 
 def test_auto_sends_long_varlen_q_to_fa3():
-    """Packed varlen q with at least FA3_VARLEN_MHA_MIN_MEAN_Q (without GQA) or
-    FA3_VARLEN_GQA_MIN_MEAN_Q (with it) queries per sequence runs on fa3 on Hopper; one query fewer
-    stays on fa2 (_kernels.resolve_algo)."""
+    """Packed varlen q with at least FA3_VARLEN_MIN_MEAN_Q queries per sequence runs on fa3 on
+    Hopper, with GQA or without; one query fewer stays on fa2 (_kernels.resolve_algo)."""
     skip_unless_runs("fa3")
-    mha, gqa = _kernels.FA3_VARLEN_MHA_MIN_MEAN_Q, _kernels.FA3_VARLEN_GQA_MIN_MEAN_Q
-    for lens, heads_k, family in (([1, 2 * mha - 1], 4, "fa3"), ([1, 2 * mha - 2], 4, "fa2"),
-                                  ([1, 2 * mha - 1], 2, "fa2"), ([1, 2 * gqa - 1], 2, "fa3"),
-                                  ([1, 2 * gqa - 2], 2, "fa2")):
+    bound = _kernels.FA3_VARLEN_MIN_MEAN_Q
+    for lens, heads_k, family in (([1, 2 * bound - 1], 4, "fa3"), ([1, 2 * bound - 2], 4, "fa2"),
+                                  ([1, 2 * bound - 1], 2, "fa3"), ([1, 2 * bound - 2], 2, "fa2")):
         case = Case("varlen", lens, [300, 2 * max(lens)], 4, heads_k, 128, torch.float16, causal=True)
         assert auto_family(case) == family, case
         check_case(case, algo="auto")

@@ -36,15 +36,12 @@ def test_long_varlen_q_goes_to_fa3_on_hopper():
     def varlen(total_q, heads_k):
         return FwdLayout(100, 32, heads_k, 128, True, "varlen", total_q)
 
-    for heads_k, mean_q in ((32, _kernels.FA3_VARLEN_MHA_MIN_MEAN_Q), (8, _kernels.FA3_VARLEN_GQA_MIN_MEAN_Q),
-                            (1, _kernels.FA3_VARLEN_GQA_MIN_MEAN_Q)):
-        bound = mean_q * 100
+    for heads_k in (32, 8, 1):
+        bound = _kernels.FA3_VARLEN_MIN_MEAN_Q * 100
         assert _kernels.resolve_algo("auto", varlen(bound, heads_k), 128, (9, 0)) == "fa3"
         assert _kernels.resolve_algo("auto", varlen(bound - 1, heads_k), 128, (9, 0)) == "fa2"
         assert _kernels.resolve_algo("auto", varlen(bound, heads_k), 128, (9, 0), fa3_fits=lambda: False) == "fa2"
         assert _kernels.resolve_algo("auto", varlen(bound, heads_k), 128, (8, 0)) == "fa2"
-    assert _kernels.FA3_VARLEN_MHA_MIN_MEAN_Q < _kernels.FA3_VARLEN_GQA_MIN_MEAN_Q
-    assert _kernels.resolve_algo("auto", varlen(_kernels.FA3_VARLEN_MHA_MIN_MEAN_Q * 100, 8), 128, (9, 0)) == "fa2"
 
 
 def test_fa2_without_decode_rows_leaves_short_and_varlen_q_to_fa3():

@@ -27,10 +27,9 @@ DECODE_MAX_SEQLEN_Q = 8  # "auto" sends dense q with at most this many tokens to
 FA2_PACKED_MAX_SEQLEN_Q = 16  # fa2 runs sequences of at most this many queries as decode rows (kDecodeMaxSeqlenQ)
 # Head dims whose fa2 shape has eight warps (tile_config.h): no packed decode rows, 128-query tiles instead
 FA2_UNPACKED_HEAD_DIMS = (224,)
-# "auto" sends packed varlen q to fa3 on Hopper from this many queries per sequence on, without GQA
-# (half of fa3's 128-query tile) and with it (a whole tile): below, fa2's decode rows win (resolve_algo)
-FA3_VARLEN_MHA_MIN_MEAN_Q = 64
-FA3_VARLEN_GQA_MIN_MEAN_Q = 128
+# "auto" sends packed varlen q to fa3 on Hopper from this many queries per sequence on, with or
+# without GQA: below, fa2's decode rows win (resolve_algo)
+FA3_VARLEN_MIN_MEAN_Q = 84
 _DTYPE_TAGS = {torch.float16: "fp16", torch.bfloat16: "bf16"}
 COMMON = KernelLibrary("common", ("kernels/append_kv.cu",))
 
@@ -72,7 +71,8 @@ def resolve_algo(algo: str, layout: FwdLayout, seqlen_q: int, sm: tuple[int, int
     where "auto" is decided. ``fa3_fits()``: whether fa3's TMA copies can take the call's tensors
     (``tma_strides``, and a paged cache's pages: ``fa3_paged_by_tma``); asked only when it matters.
 
-    Measured on the H200 (fp16; benchmarks/results/h200/fa3_choice.json, llm.json, seed.json):
+    Measured on the H200 (fp16; benchmarks/results/h200/fa3_choice.json, llm.json, seed.json) but
+    the varlen bound, measured on an H100:
     - dense q of at most DECODE_MAX_SEQLEN_Q tokens: split_kv, which packs a K/V head's query heads
       into one tile and splits the keys over the SMs;
     - dense q of at most FA2_PACKED_MAX_SEQLEN_Q tokens: fa2, whose GQA-packed decode rows take
@@ -82,17 +82,17 @@ def resolve_algo(algo: str, layout: FwdLayout, seqlen_q: int, sm: tuple[int, int
       64, 128, 256 at d=128); fa2 where fa3 does not fit (0.5-0.6x fa2 on pages of 1, 5, 24, 40, 96);
     - packed varlen q: fa2. Its short sequences run as GQA-packed decode rows (the seed's hybrid
       batches: 100 requests of 128 keys, 32 heads, the first ones prompts of 128 tokens);
-    - except packed varlen q whose sequences hold at least FA3_VARLEN_MHA_MIN_MEAN_Q (without GQA,
-      heads_q == heads_k) or FA3_VARLEN_GQA_MIN_MEAN_Q (with it) queries on average: fa3 on Hopper.
-      On the seed's hybrid batches (fa3_choice.json of 2026-12-04, masked items persistent) fa3 is
-      0.78 / 0.95 / 1.03 / 1.10 / 1.20x fa2 at 0 / 30 / 50 / 70 / 100 % prefill without GQA (64.5
-      queries per request at 50 %), and 0.34 / 0.69 / 0.85 / 1.01 / 1.22x with GQA 32/8 (90 queries
-      per request at 70 %: fa2, under the bound); on 64 ragged GQA prompts around 64 / 128 / 512 /
-      2048 tokens 0.98 / 0.97 / 1.02 / 1.13x (ragged ones around 128 just past the bound lose up to
-      3 %). That is
-      all it rests on: prompts of up to 2k tokens and decode requests over 128 keys. A decode
-      request over a long cache costs fa3 a 128-row tile per key tile; rows of q past the last
-      sequence (a padded buffer) count as queries.
+    - except packed varlen q whose sequences hold at least FA3_VARLEN_MIN_MEAN_Q queries on average:
+      fa3 on Hopper. On one H100 (benchmarks/results/h100/fa3_choice.json of 2026-12-07, two rounds)
+      fa3 is 0.87 / 0.96 / 0.98 / 0.98 / 1.01 / 1.01 / 1.02 / 1.04x fa2 on the seed's hybrid batches
+      at 0 / 30 / 50 / 60 / 70 / 80 / 90 / 100 % prefill without GQA (77 queries per request at 60 %,
+      90 at 70 %), and 0.37 / 0.73 / 0.89 / 0.97 / 1.04 / 1.11 / 1.19 / 1.25x with GQA 32/8; on 64
+      ragged GQA prompts around 64 / 128 / 512 / 2048 tokens 0.94 / 0.97 / 1.04 / 1.17x, so ragged
+      prompts around 128 lose 3 % on fa3 (as on the H200) where GQA hybrid batches at 70-90 % gain
+      4-19 %. The H200 (fa3_choice.json of 2026-12-04) put the MHA crossover lower (fa3 1.03x at
+      50 %). That is all it rests on: prompts of up to 2k tokens and decode requests over 128 keys.
+      A decode request over a long cache costs fa3 a 128-row tile per key tile; rows of q past the
+      last sequence (a padded buffer) count as queries.
     - except at the head dims of FA2_UNPACKED_HEAD_DIMS (d=224), where fa2 has no decode rows: the
       9-16-token and varlen calls go to fa3 on Hopper too, which takes 0.20 ms against fa2's 0.46
       at 16 x 9 and 16 x 16 queries x 4k keys, and 1.25x / 1.59x fa2's speed on 64 ragged prompts
@@ -105,8 +105,7 @@ def resolve_algo(algo: str, layout: FwdLayout, seqlen_q: int, sm: tuple[int, int
         if not layout.varlen_q and seqlen_q <= DECODE_MAX_SEQLEN_Q:
             return "split_kv"
         if layout.varlen_q:
-            mean_q = FA3_VARLEN_MHA_MIN_MEAN_Q if layout.heads_q == layout.heads_k else FA3_VARLEN_GQA_MIN_MEAN_Q
-            fa2_packs = layout.total_q < mean_q * layout.batch
+            fa2_packs = layout.total_q < FA3_VARLEN_MIN_MEAN_Q * layout.batch
         else:
             fa2_packs = seqlen_q <= FA2_PACKED_MAX_SEQLEN_Q
         fa2_packs = fa2_packs and layout.head_dim not in FA2_UNPACKED_HEAD_DIMS
