@@ -50,9 +50,14 @@ constexpr int kDecodeMaxSeqlenQ = 16;
 // Causal and windowed launches start the heaviest query tiles first over windows of (sequence,
 // head) pairs whose K/V take at most this many bytes (launch.cuh, fwd_kernel.cuh tile_order): pair
 // by pair, the last pairs' long tiles started late and left SMs idle at the end of the launch.
-// Untimed on the GPU yet; a model of the launch (each tile costs its key tiles, 2 CTAs per SM on 132
-// SMs) put pair by pair 5-7 % over the ideal on the llm suite's causal rows and 16-32 MB windows at
-// 0-3 %. Tuning builds: -DTFI_FA2_ORDER_WINDOW_MB=n (0: pair by pair).
+// One H100, fa2 ms, 16 MB windows against pair by pair, two runs each
+// (benchmarks/results/h100/fa2_tile_order_ab.json): causal 8 x 2k 0.889 / 0.898 against 0.932 /
+// 0.928, 2 x 8k 3.16 / 3.10 against 3.23 / 3.27, d=64 4 x 4k 0.973 / 1.007 against 0.979 / 1.052,
+// d=256 1.87 / 1.92 against 1.88 / 1.97, 32 x 512 0.335 / 0.333 against 0.331 / 0.336; paged
+// 4 x 4k GQA causal 2-7 % faster at every page size; 64 ragged prompts -1 to +2 %. 32 MB windows:
+// within 3 % of 16 either way. Unexplained: 16 x 32-128 queries against 4k cached keys, one query
+// tile per pair and so the same order in both builds, measured 1-6 % slower on the new build in
+// both runs (the new build's process ran first in each). Tuning builds: -DTFI_FA2_ORDER_WINDOW_MB=n (0: pair by pair).
 #ifndef TFI_FA2_ORDER_WINDOW_MB
 #define TFI_FA2_ORDER_WINDOW_MB 16
 #endif
