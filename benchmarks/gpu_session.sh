@@ -20,6 +20,13 @@ variant_tree() {  # tree=/tmp/csrc_<spec>: csrc with the tuning macros of spec N
     [ -n "$fam" ] || { echo "FA3_VARIANTS / FA2_VARIANTS: no TFI_FA3_ / TFI_FA2_${kv%%=*} in a tile_config.h"; return 1; }
     sed -i "/#pragma once/a #define TFI_${fam^^}_${kv%%=*} ${kv#*=}" "$tree/kernels/$fam/tile_config.h"; done
 }
+prebuild() {  # the fp16 libraries of family $1 at AB_DIMS in source tree $tree ('': this one), 8 at a time
+  TORCH_FLASHINFER_CSRC=$tree python3 -c "
+import concurrent.futures as cf, torch
+from torch_flashinfer import _build, _kernels
+libs = [_kernels.fwd_library('$1', torch.float16, d) for d in (${AB_DIMS:-32, 64, 96, 128, 160, 192, 224, 256},)]
+list(cf.ThreadPoolExecutor(8).map(_build.build_kernel_library, libs))" 2>&1 | grep -v "^torch_flashinfer: build"
+}
 fa3_label() { [ "$1" = . ] && echo "== fa3 as shipped" || echo "== fa3 $1"; }
 for step in "$@"; do
   case $step in
@@ -42,18 +49,15 @@ for causal in (False, True):
            | tee "$OUT/fa3_choice.log" | grep -v "^torch_flashinfer: build" ;;
     fa3_ab) for v in ${FA3_VARIANTS:-. PERSISTENT=1}; do  # each tree's fa3 libraries first: a build pause in a timed
            tree=; [ "$v" = . ] || variant_tree $v || continue  # process let the GPU cool: rows after one ran up to 10 % faster
-           TORCH_FLASHINFER_CSRC=$tree python3 -c "
-import concurrent.futures as cf, torch
-from torch_flashinfer import _build, _kernels
-libs = [_kernels.fwd_library('fa3', torch.float16, d) for d in (${AB_DIMS:-32, 64, 96, 128, 160, 192, 224, 256},)]
-list(cf.ThreadPoolExecutor(8).map(_build.build_kernel_library, libs))" 2>&1 | grep -v "^torch_flashinfer: build"
+           prebuild fa3
          done
          i=0; for v in ${FA3_VARIANTS:-. PERSISTENT=1}; do  # fa3 prefill timings of each fa3 build ('.': this tree as it is)
            tree=; i=$((i + 1)); [ "$v" = . ] || variant_tree $v || continue; fa3_label $v
            TORCH_FLASHINFER_CSRC=$tree timeout 200 python3 benchmarks/fa3_choice.py --algos fa3 --groups ${AB_GROUPS:-prefill} \
              --out "/tmp/ab/fa3_${i}_$([ "$v" = . ] && echo shipped || echo "$v" | tr '=,/.' '_-__').json"; done 2>&1 | tee "$OUT/fa3_ab.log" | grep -v "^torch_flashinfer: build"
          tar -C /tmp -cf "$OUT/fa3_ab.tar" ab ;;
-    fa2_ab) for run in 1 2; do for v in ${FA2_VARIANTS:-. ORDER_WINDOW_MB=0}; do  # fa2 prefill timings of each build, twice
+    fa2_ab) for v in ${FA2_VARIANTS:-. ORDER_WINDOW_MB=0}; do tree=; [ "$v" = . ] || variant_tree $v && prebuild fa2; done
+         for run in 1 2; do for v in ${FA2_VARIANTS:-. ORDER_WINDOW_MB=0}; do  # fa2 prefill timings of each build, twice
            tree=; [ "$v" = . ] || variant_tree $v || continue; echo "== fa2 $v, run $run"
            TORCH_FLASHINFER_CSRC=$tree timeout 300 python3 benchmarks/fa3_choice.py --algos fa2 --groups ${AB_GROUPS:-prefill} \
              --out "/tmp/ab/fa2_${run}_$([ "$v" = . ] && echo shipped || echo "$v" | tr '=,/.' '_-__').json"; done; done 2>&1 \
