@@ -54,10 +54,10 @@ constexpr int kDecodeMaxSeqlenQ = 16;
 // (benchmarks/results/h100/fa2_tile_order_ab.json): causal 8 x 2k 0.889 / 0.898 against 0.932 /
 // 0.928, 2 x 8k 3.16 / 3.10 against 3.23 / 3.27, d=64 4 x 4k 0.973 / 1.007 against 0.979 / 1.052,
 // d=256 1.87 / 1.92 against 1.88 / 1.97, 32 x 512 0.335 / 0.333 against 0.331 / 0.336; paged
-// 4 x 4k GQA causal 2-7 % faster at every page size; 64 ragged prompts -1 to +2 %. 32 MB windows:
-// within 3 % of 16 either way. Unexplained: 16 x 32-128 queries against 4k cached keys, one query
-// tile per pair and so the same order in both builds, measured 1-6 % slower on the new build in
-// both runs (the new build's process ran first in each). Tuning builds: -DTFI_FA2_ORDER_WINDOW_MB=n (0: pair by pair).
+// 4 x 4k GQA causal 2-7 % faster at every page size; 64 ragged prompts -1 to +2 %; every head dim
+// at 4 x 4k causal (about 4096 model width) -0.5 to +9 % (d=96 1.84 / 1.85 against 2.01 / 1.92). 32 MB
+// windows: within 3 % of 16 either way. Rows of one query tile per pair (same order in both builds)
+// tie. Tuning builds: -DTFI_FA2_ORDER_WINDOW_MB=n (0: pair by pair).
 #ifndef TFI_FA2_ORDER_WINDOW_MB
 #define TFI_FA2_ORDER_WINDOW_MB 16
 #endif
