@@ -103,7 +103,8 @@ struct Shape {
   // K/V stages: tile_config.h's where they fit beside one Q tile, else 2.
   static constexpr int kStages = smem_bytes(1, kKvStages) <= kSmemLimit ? kKvStages : 2;
   // Q buffers: two where they fit (every head dim but 160, 192 and 256), so a persistent CTA copies
-  // the next item's Q while this one's math and epilogue (which stages O through its Q rows) run.
+  // the next item's Q while this one's math and epilogue (which stages O through its Q rows,
+  // unless there is an O buffer) run.
   static constexpr int kQBuffers = smem_bytes(2, kStages) <= kSmemLimit ? 2 : 1;
   // A tile of its own that stages O (tile_config.h kOBuffer), where it fits beside two Q buffers:
   // a Q buffer is then free once the item's last Q K^T is done instead of after its epilogue.
@@ -446,6 +447,8 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
     if constexpr (!Shape::kOBuffer) {
       sm90::named_barrier_sync(2 + wg, 128);
       sm90::fence_proxy_async();  // wgmma's (async-proxy) reads of those rows, before these plain writes
+    } else {
+      __syncwarp();  // the last item's reads of these rows (by other lanes), before these writes
     }
     float* lse_base = p.lse + w.seq.lse_offset + int64_t(w.h) * p.lse_head_stride;
 #pragma unroll
