@@ -47,10 +47,10 @@ for causal in (False, True):
          done 2>&1 | tee "$OUT/fa3_variants.log" ;;
     fa3_choice) timeout ${CHOICE_TIMEOUT:-300} python3 benchmarks/fa3_choice.py --out "$OUT/fa3_choice.json" ${CHOICE_ARGS:-} 2>&1 \
            | tee "$OUT/fa3_choice.log" | grep -v "^torch_flashinfer: build" ;;
-    fa3_ab) for v in ${FA3_VARIANTS:-. PERSISTENT=1}; do  # each tree's fa3 libraries first: a build pause in a timed
-           tree=; [ "$v" = . ] || variant_tree $v || continue  # process let the GPU cool: rows after one ran up to 10 % faster
-           prebuild fa3
-         done
+    fa3_ab) for v in $(printf '%s\n' ${FA3_VARIANTS:-. PERSISTENT=1} | sort -u); do  # each tree's fa3 libraries first, the
+           tree=; [ "$v" = . ] || variant_tree $v || continue  # trees side by side: a build pause in a timed process
+           prebuild fa3 &  # let the GPU cool (rows after one ran up to 10 % faster)
+         done; wait
          i=0; for v in ${FA3_VARIANTS:-. PERSISTENT=1}; do  # fa3 prefill timings of each fa3 build ('.': this tree as it is)
            tree=; i=$((i + 1)); [ "$v" = . ] || variant_tree $v || continue; fa3_label $v
            TORCH_FLASHINFER_CSRC=$tree timeout 200 python3 benchmarks/fa3_choice.py --algos fa3 --groups ${AB_GROUPS:-prefill} \

@@ -212,7 +212,11 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
     sm90::setmaxnreg_dec<Shape::kCopyRegs>();
     const bool packed_k = p.kv_layout == KvLayout::kVarlen;
     const int pages_per_tile = tma_pages_per_tile(p, kN);
-    const L2Hint no_hint{false, 0};
+    // L2 policies: a Q tile is read by its item only; a K/V tile by every query tile of every query
+    // head of its group, so once only where each head has one query tile and no other shares it.
+    const uint64_t read_once = l2_evict_first();
+    const bool q_once = kEvictFirst, kv_once = kEvictFirst && num_m_blocks == 1 && p.heads_q == p.heads_k;
+    const L2Hint kv_hint{kv_once, read_once};
     WorkItem w;
     for (int k = 0, item = cta_item(0), ring = 0, n = 0; item < num_items; item = cta_item(++k)) {
       if (!load_item<Shape>(p, item, num_m_blocks, w)) continue;
@@ -251,13 +255,18 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
               const uint32_t box = smem_addr(dst) + tid * p.page_size * KvRows::kSwizzleBytes;
 #pragma unroll
               for (int cb = 0; cb < KvRows::kColBlocks; ++cb) {
-                sm90::tma_load_4d(box + cb * KvRows::kBlockBytes, kK ? &maps.k : &maps.v, full,
-                                  cb * KvRows::kBlockCols, row, w.hk, batch);
+                if (kv_once) {
+                  sm90::tma_load_4d(box + cb * KvRows::kBlockBytes, kK ? &maps.k : &maps.v, full,
+                                    cb * KvRows::kBlockCols, row, w.hk, batch, read_once);
+                } else {
+                  sm90::tma_load_4d(box + cb * KvRows::kBlockBytes, kK ? &maps.k : &maps.v, full,
+                                    cb * KvRows::kBlockCols, row, w.hk, batch);
+                }
               }
             }
           } else {
             load_kv_tile<kN, 128, kD, kMode, kK, !kK, KvRows, true>(p, w.seq, w.b, k_head, v_head, n0, dst, dst,
-                                                                    tid, no_hint);
+                                                                    tid, kv_hint);
             cp_async_commit();
             cp_async_wait<0>();
             sm90::fence_proxy_async();  // the cp.async writes, before wgmma reads them
@@ -279,8 +288,14 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
         const uint32_t q_dst = smem_addr(sQ + q_buf(n) * kM * kD);
 #pragma unroll
         for (int cb = 0; cb < QRows::kColBlocks; ++cb) {
-          sm90::tma_load_4d(q_dst + cb * QRows::kBlockBytes, &maps.q, q_full(q_buf(n)), cb * QRows::kBlockCols,
-                            packed_q ? int(w.seq.q_row0) + w.m0 : w.m0, w.h, packed_q ? 0 : w.b);
+          const int q_row = packed_q ? int(w.seq.q_row0) + w.m0 : w.m0, q_batch = packed_q ? 0 : w.b;
+          if (q_once) {
+            sm90::tma_load_4d(q_dst + cb * QRows::kBlockBytes, &maps.q, q_full(q_buf(n)), cb * QRows::kBlockCols,
+                              q_row, w.h, q_batch, read_once);
+          } else {
+            sm90::tma_load_4d(q_dst + cb * QRows::kBlockBytes, &maps.q, q_full(q_buf(n)), cb * QRows::kBlockCols,
+                              q_row, w.h, q_batch);
+          }
         }
       }
       for (int it = kQBuffers == 1 ? 1 : 0; it < w.tiles(); ++it) copy_tile(it);

@@ -59,9 +59,13 @@
 // H100). Compiled, not yet run on a GPU (session 17 had no device time left): A/B it with
 // `FA3_VARIANTS="O_BUFFER=1 . O_BUFFER=1 ." AB_DIMS=128 AB_GROUPS=hybrid ... fa3_ab`, test it
 // with `FA3_VARIANTS=O_BUFFER=1 ... fa3_variants`.
+// -DTFI_FA3_EVICT_FIRST=1: copies of tiles read once (every Q tile; K/V tiles where each head has
+// one query tile and no GQA, as in fa2) carry the L2 evict-first policy, so they replace each other
+// instead of the lines L2 already holds (dirty ones would be written back during the call).
+// Untimed.
 // Tuning builds override them with -DTFI_FA3_BLOCK_N=64|80|96|128 (the shapes of fa3/wgmma.cuh)
 // -DTFI_FA3_OVERLAP=0|1 -DTFI_FA3_PINGPONG=0|1 -DTFI_FA3_PERSISTENT=0|1|2 (1: unmasked items only)
-// -DTFI_FA3_STAGES=n -DTFI_FA3_O_BUFFER=0|1.
+// -DTFI_FA3_STAGES=n -DTFI_FA3_O_BUFFER=0|1 -DTFI_FA3_EVICT_FIRST=0|1.
 #pragma once
 
 namespace torch_flashinfer::fa3 {
@@ -100,6 +104,10 @@ constexpr bool kPersistentMasked = TFI_FA3_PERSISTENT == 2;
 #define TFI_FA3_O_BUFFER 0
 #endif
 constexpr bool kOBuffer = TFI_FA3_O_BUFFER != 0;
+#ifndef TFI_FA3_EVICT_FIRST
+#define TFI_FA3_EVICT_FIRST 0
+#endif
+constexpr bool kEvictFirst = TFI_FA3_EVICT_FIRST != 0;
 constexpr int kKvStages = TFI_FA3_STAGES;
 static_assert(kKvStages >= 2, "TFI_FA3_STAGES: at least 2 K/V stages");
 
