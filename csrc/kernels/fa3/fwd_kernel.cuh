@@ -215,7 +215,7 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
     // L2 policies: a Q tile is read by its item only; a K/V tile by every query tile of every query
     // head of its group, so once only where each head has one query tile and no other shares it.
     const uint64_t read_once = l2_evict_first();
-    const bool q_once = kEvictFirst, kv_once = kEvictFirst && num_m_blocks == 1 && p.heads_q == p.heads_k;
+    const bool q_once = kEvictFirst > 0, kv_once = kEvictFirst > 0 && num_m_blocks == 1 && p.heads_q == p.heads_k;
     const L2Hint kv_hint{kv_once, read_once};
     WorkItem w;
     for (int k = 0, item = cta_item(0), ring = 0, n = 0; item < num_items; item = cta_item(++k)) {
@@ -255,7 +255,7 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
               const uint32_t box = smem_addr(dst) + tid * p.page_size * KvRows::kSwizzleBytes;
 #pragma unroll
               for (int cb = 0; cb < KvRows::kColBlocks; ++cb) {
-                if (kv_once) {
+                if (kv_once && (kEvictFirst == 1 || cb + 1 == KvRows::kColBlocks)) {
                   sm90::tma_load_4d(box + cb * KvRows::kBlockBytes, kK ? &maps.k : &maps.v, full,
                                     cb * KvRows::kBlockCols, row, w.hk, batch, read_once);
                 } else {
@@ -289,7 +289,7 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
 #pragma unroll
         for (int cb = 0; cb < QRows::kColBlocks; ++cb) {
           const int q_row = packed_q ? int(w.seq.q_row0) + w.m0 : w.m0, q_batch = packed_q ? 0 : w.b;
-          if (q_once) {
+          if (q_once && (kEvictFirst == 1 || cb + 1 == QRows::kColBlocks)) {
             sm90::tma_load_4d(q_dst + cb * QRows::kBlockBytes, &maps.q, q_full(q_buf(n)), cb * QRows::kBlockCols,
                               q_row, w.h, q_batch, read_once);
           } else {

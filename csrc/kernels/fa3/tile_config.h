@@ -107,7 +107,11 @@ constexpr bool kOBuffer = TFI_FA3_O_BUFFER != 0;
 #ifndef TFI_FA3_EVICT_FIRST
 #define TFI_FA3_EVICT_FIRST 0
 #endif
-constexpr bool kEvictFirst = TFI_FA3_EVICT_FIRST != 0;
+constexpr int kEvictFirst = TFI_FA3_EVICT_FIRST;  // 2: the last column block's box of a tile only
+#ifndef TFI_FA3_L2_PROMOTION
+#define TFI_FA3_L2_PROMOTION 256
+#endif
+constexpr int kL2Promotion = TFI_FA3_L2_PROMOTION;  // bytes: 0, 128 or 256
 constexpr int kKvStages = TFI_FA3_STAGES;
 static_assert(kKvStages >= 2, "TFI_FA3_STAGES: at least 2 K/V stages");
 
