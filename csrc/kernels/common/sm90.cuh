@@ -67,18 +67,6 @@ __device__ __forceinline__ void tma_load_4d(uint32_t dst, const void* map, uint3
 #endif
 }
 
-// The same with an L2 cache policy for the lines it reads (ptx.cuh l2_evict_first).
-__device__ __forceinline__ void tma_load_4d(uint32_t dst, const void* map, uint32_t bar, int c0, int c1, int c2,
-                                            int c3, uint64_t policy) {
-#if TFI_SM90_ENABLED
-  asm volatile(
-      "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1, {%3, "
-      "%4, %5, %6}], [%2], %7;\n" ::"r"(dst),
-      "l"(map), "r"(bar), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "l"(policy)
-      : "memory");
-#endif
-}
-
 // Orders this thread's generic-proxy shared-memory writes (st.shared, cp.async) before later
 // async-proxy accesses (wgmma operand reads, TMA writes) of the same bytes.
 __device__ __forceinline__ void fence_proxy_async() {

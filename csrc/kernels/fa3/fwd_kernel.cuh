@@ -103,13 +103,9 @@ struct Shape {
   // K/V stages: tile_config.h's where they fit beside one Q tile, else 2.
   static constexpr int kStages = smem_bytes(1, kKvStages) <= kSmemLimit ? kKvStages : 2;
   // Q buffers: two where they fit (every head dim but 160, 192 and 256), so a persistent CTA copies
-  // the next item's Q while this one's math and epilogue (which stages O through its Q rows,
-  // unless there is an O buffer) run.
+  // the next item's Q while this one's math and epilogue (which stages O through its Q rows) run.
   static constexpr int kQBuffers = smem_bytes(2, kStages) <= kSmemLimit ? 2 : 1;
-  // A tile of its own that stages O (tile_config.h kOBuffer), where it fits beside two Q buffers:
-  // a Q buffer is then free once the item's last Q K^T is done instead of after its epilogue.
-  static constexpr bool kOBuffer = fa3::kOBuffer && kQBuffers == 2 && smem_bytes(2, kStages) + kQBytes <= kSmemLimit;
-  static constexpr int kSmemBytes = smem_bytes(kQBuffers, kStages) + (kOBuffer ? kQBytes : 0);
+  static constexpr int kSmemBytes = smem_bytes(kQBuffers, kStages);
   // Registers per thread after the hand-over: 128 x 40 + 256 x 232 <= 64 K (the copy
   // warpgroup copies tiles TMA cannot with a rolled cp.async loop, which needs no more: no spills).
   static constexpr int kCopyRegs = 40;
@@ -173,8 +169,7 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
   T* sQ = reinterpret_cast<T*>(smem);  // kQBuffers tiles; item n uses buffer n % kQBuffers
   T* sK = sQ + Shape::kQBuffers * kM * kD;
   T* sV = sK + kStages * kN * kD;
-  T* sO = sV + kStages * kN * kD;  // Shape::kOBuffer only
-  const uint32_t bars = smem_addr(sO + (Shape::kOBuffer ? kM * kD : 0));
+  const uint32_t bars = smem_addr(sV + kStages * kN * kD);
   constexpr int kQBuffers = Shape::kQBuffers;
   auto q_full = [&](int buf) { return bars + 8 * buf; };
   auto q_empty = [&](int buf) { return bars + 8 * (kQBuffers + buf); };
@@ -212,11 +207,7 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
     sm90::setmaxnreg_dec<Shape::kCopyRegs>();
     const bool packed_k = p.kv_layout == KvLayout::kVarlen;
     const int pages_per_tile = tma_pages_per_tile(p, kN);
-    // L2 policies: a Q tile is read by its item only; a K/V tile by every query tile of every query
-    // head of its group, so once only where each head has one query tile and no other shares it.
-    const uint64_t read_once = l2_evict_first();
-    const bool q_once = kEvictFirst > 0, kv_once = kEvictFirst > 0 && num_m_blocks == 1 && p.heads_q == p.heads_k;
-    const L2Hint kv_hint{kv_once, read_once};
+    const L2Hint no_hint{false, 0};
     WorkItem w;
     for (int k = 0, item = cta_item(0), ring = 0, n = 0; item < num_items; item = cta_item(++k)) {
       if (!load_item<Shape>(p, item, num_m_blocks, w)) continue;
@@ -255,18 +246,13 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
               const uint32_t box = smem_addr(dst) + tid * p.page_size * KvRows::kSwizzleBytes;
 #pragma unroll
               for (int cb = 0; cb < KvRows::kColBlocks; ++cb) {
-                if (kv_once && (kEvictFirst == 1 || cb + 1 == KvRows::kColBlocks)) {
-                  sm90::tma_load_4d(box + cb * KvRows::kBlockBytes, kK ? &maps.k : &maps.v, full,
-                                    cb * KvRows::kBlockCols, row, w.hk, batch, read_once);
-                } else {
-                  sm90::tma_load_4d(box + cb * KvRows::kBlockBytes, kK ? &maps.k : &maps.v, full,
-                                    cb * KvRows::kBlockCols, row, w.hk, batch);
-                }
+                sm90::tma_load_4d(box + cb * KvRows::kBlockBytes, kK ? &maps.k : &maps.v, full,
+                                  cb * KvRows::kBlockCols, row, w.hk, batch);
               }
             }
           } else {
             load_kv_tile<kN, 128, kD, kMode, kK, !kK, KvRows, true>(p, w.seq, w.b, k_head, v_head, n0, dst, dst,
-                                                                    tid, kv_hint);
+                                                                    tid, no_hint);
             cp_async_commit();
             cp_async_wait<0>();
             sm90::fence_proxy_async();  // the cp.async writes, before wgmma reads them
@@ -277,10 +263,9 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
         copy(std::true_type{});
         copy(std::false_type{});
       };
-      // Q waits until the math warpgroups are done with the item that last used its buffer (its
-      // last Q K^T with an O buffer, else its epilogue, which staged O through those rows): with
-      // one buffer that is the item still running, so the first K/V tile goes out before it; with
-      // two, Q goes first.
+      // Q waits until the math warpgroups are done with the item that last used its buffer (whose
+      // rows also staged that item's output): with one buffer that is the item still running, so
+      // the first K/V tile goes out before it; with two, Q goes first.
       if (kQBuffers == 1 && w.tiles() > 0) copy_tile(0);
       sm90::mbarrier_wait(q_empty(q_buf(n)), q_parity(n) ^ 1);
       if (tid == 0) {
@@ -288,14 +273,8 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
         const uint32_t q_dst = smem_addr(sQ + q_buf(n) * kM * kD);
 #pragma unroll
         for (int cb = 0; cb < QRows::kColBlocks; ++cb) {
-          const int q_row = packed_q ? int(w.seq.q_row0) + w.m0 : w.m0, q_batch = packed_q ? 0 : w.b;
-          if (q_once && (kEvictFirst == 1 || cb + 1 == QRows::kColBlocks)) {
-            sm90::tma_load_4d(q_dst + cb * QRows::kBlockBytes, &maps.q, q_full(q_buf(n)), cb * QRows::kBlockCols,
-                              q_row, w.h, q_batch, read_once);
-          } else {
-            sm90::tma_load_4d(q_dst + cb * QRows::kBlockBytes, &maps.q, q_full(q_buf(n)), cb * QRows::kBlockCols,
-                              q_row, w.h, q_batch);
-          }
+          sm90::tma_load_4d(q_dst + cb * QRows::kBlockBytes, &maps.q, q_full(q_buf(n)), cb * QRows::kBlockCols,
+                            packed_q ? int(w.seq.q_row0) + w.m0 : w.m0, w.h, packed_q ? 0 : w.b);
         }
       }
       for (int it = kQBuffers == 1 ? 1 : 0; it < w.tiles(); ++it) copy_tile(it);
@@ -363,15 +342,11 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
       }
       sm90::wgmma_commit();
     };
-    // After the wait for a batch: its registers are final, and this warp is done with its tile
-    // (with an O buffer, after the last Q K^T, with the item's Q too).
+    // After the wait for a batch: its registers are final, and this warp is done with its tile.
     auto qk_done = [&](int it) {
       sm90::fence_registers(s);
       __syncwarp();
-      if (lane == 0) {
-        sm90::mbarrier_arrive(k_empty(stage_of(pos(it))));
-        if (Shape::kOBuffer && it + 1 == tiles) sm90::mbarrier_arrive(q_empty(q_buf(n)));
-      }
+      if (lane == 0) sm90::mbarrier_arrive(k_empty(stage_of(pos(it))));
     };
     auto pv_done = [&](int it) {
       sm90::fence_registers(o);
@@ -455,16 +430,11 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
       pv_done(tiles - 1);
     }
 
-    // Epilogue: normalise, write lse, stage O for 16-byte stores, each warp through its own 16
-    // rows: of the O buffer, or of this warpgroup's Q rows once every warp of it is past its last
-    // wgmma (which read all of them); then those Q rows may take the Q of the next item to use the buffer.
-    T* sStage = Shape::kOBuffer ? sO : sQn;
-    if constexpr (!Shape::kOBuffer) {
-      sm90::named_barrier_sync(2 + wg, 128);
-      sm90::fence_proxy_async();  // wgmma's (async-proxy) reads of those rows, before these plain writes
-    } else {
-      __syncwarp();  // the last item's reads of these rows (by other lanes), before these writes
-    }
+    // Epilogue: normalise, write lse, stage O through this warpgroup's own Q rows (every warp of
+    // it is past its last wgmma, which read all of them) for 16-byte stores; then those rows may
+    // take the Q of the next item to use the buffer.
+    sm90::named_barrier_sync(2 + wg, 128);
+    sm90::fence_proxy_async();  // wgmma's (async-proxy) reads of those rows, before these plain writes
     float* lse_base = p.lse + w.seq.lse_offset + int64_t(w.h) * p.lse_head_stride;
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
@@ -473,7 +443,7 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
       const int row = warp_row0 + g + half * 8;
 #pragma unroll
       for (int dt = 0; dt < kDT; ++dt) {
-        *reinterpret_cast<uint32_t*>(sStage + QRows::offset(row, dt) + 2 * t4) =
+        *reinterpret_cast<uint32_t*>(sQn + QRows::offset(row, dt) + 2 * t4) =
             DtypeTraits<T>::pack(o_tiles[0][dt][2 * half] * inv, o_tiles[0][dt][2 * half + 1] * inv);
       }
       if (t4 == 0 && m0 + row < w.seq.seqlen_q) {
@@ -488,14 +458,12 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
       const int row = warp_row0 + c / kChunksPerRow, chunk = c % kChunksPerRow;
       if (m0 + row < w.seq.seqlen_q) {
         *reinterpret_cast<uint4*>(o_base + int64_t(m0 + row) * p.o_row_stride + chunk * 8) =
-            *reinterpret_cast<const uint4*>(sStage + QRows::offset(row, chunk));
+            *reinterpret_cast<const uint4*>(sQn + QRows::offset(row, chunk));
       }
     }
-    if (!Shape::kOBuffer || tiles <= 0) {  // else released after the last Q K^T (qk_done)
-      sm90::fence_proxy_async();  // these plain reads of the rows, before the next Q's TMA writes them
-      __syncwarp();
-      if (lane == 0) sm90::mbarrier_arrive(q_empty(q_buf(n)));
-    }
+    sm90::fence_proxy_async();  // these plain reads of the rows, before the next Q's TMA writes them
+    __syncwarp();
+    if (lane == 0) sm90::mbarrier_arrive(q_empty(q_buf(n)));
     ring += max(tiles, 0);
     ++n;
   }

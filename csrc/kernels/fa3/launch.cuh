@@ -52,10 +52,7 @@ const char* encode_map(CUtensorMap* map, const void* base, int64_t rows, int64_t
       map, std::is_same_v<T, __half> ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4,
       const_cast<void*>(base), dims, strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
       Rows::kSwizzleBytes == 128 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B,
-      kL2Promotion == 256   ? CU_TENSOR_MAP_L2_PROMOTION_L2_256B
-      : kL2Promotion == 128 ? CU_TENSOR_MAP_L2_PROMOTION_L2_128B
-                            : CU_TENSOR_MAP_L2_PROMOTION_NONE,
-      CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+      CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   return res == CUDA_SUCCESS ? nullptr
                              : "fa3: q, k or v has strides a TMA map cannot describe (zero or >= 2^40 bytes)";
 }

@@ -52,20 +52,9 @@
 // 128-token varlen prompts (0.070 against 0.084, 0.146 against 0.151) and lost on the hybrid batches
 // and on longer prompts (2048: 8.07 against 6.82): a lead for short-prompt batches, untimed alone.
 // -DTFI_FA3_STAGES=n: K/V stages of the ring, where they fit beside one Q tile (default 2).
-// -DTFI_FA3_O_BUFFER=1: O staged through a tile of its own where it fits beside two Q buffers (d <=
-// 128: 225 KB at d=128), so an item's Q buffer goes back to the copy warpgroup after its last
-// Q K^T and the epilogue needs no warpgroup barrier: the next-but-one item's Q copy starts that
-// much earlier, aimed at short prompts (100 x 128 tokens: 0.157 ms against cuDNN's 0.146 on one
-// H100). Compiled, not yet run on a GPU (session 17 had no device time left): A/B it with
-// `FA3_VARIANTS="O_BUFFER=1 . O_BUFFER=1 ." AB_DIMS=128 AB_GROUPS=hybrid ... fa3_ab`, test it
-// with `FA3_VARIANTS=O_BUFFER=1 ... fa3_variants`.
-// -DTFI_FA3_EVICT_FIRST=1: copies of tiles read once (every Q tile; K/V tiles where each head has
-// one query tile and no GQA, as in fa2) carry the L2 evict-first policy, so they replace each other
-// instead of the lines L2 already holds (dirty ones would be written back during the call).
-// Untimed.
 // Tuning builds override them with -DTFI_FA3_BLOCK_N=64|80|96|128 (the shapes of fa3/wgmma.cuh)
 // -DTFI_FA3_OVERLAP=0|1 -DTFI_FA3_PINGPONG=0|1 -DTFI_FA3_PERSISTENT=0|1|2 (1: unmasked items only)
-// -DTFI_FA3_STAGES=n -DTFI_FA3_O_BUFFER=0|1 -DTFI_FA3_EVICT_FIRST=0|1.
+// -DTFI_FA3_STAGES=n.
 #pragma once
 
 namespace torch_flashinfer::fa3 {
@@ -100,18 +89,6 @@ constexpr bool kPersistentMasked = TFI_FA3_PERSISTENT == 2;
 #ifndef TFI_FA3_STAGES
 #define TFI_FA3_STAGES 2
 #endif
-#ifndef TFI_FA3_O_BUFFER
-#define TFI_FA3_O_BUFFER 0
-#endif
-constexpr bool kOBuffer = TFI_FA3_O_BUFFER != 0;
-#ifndef TFI_FA3_EVICT_FIRST
-#define TFI_FA3_EVICT_FIRST 0
-#endif
-constexpr int kEvictFirst = TFI_FA3_EVICT_FIRST;  // 2: the last column block's box of a tile only
-#ifndef TFI_FA3_L2_PROMOTION
-#define TFI_FA3_L2_PROMOTION 256
-#endif
-constexpr int kL2Promotion = TFI_FA3_L2_PROMOTION;  // bytes: 0, 128 or 256
 constexpr int kKvStages = TFI_FA3_STAGES;
 static_assert(kKvStages >= 2, "TFI_FA3_STAGES: at least 2 K/V stages");
 
