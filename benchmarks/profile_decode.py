@@ -133,14 +133,18 @@ def main():
     shape = f"{a.algo} b{a.batch} {a.heads_q}/{a.heads_k} sk{a.seqlen_k} d{a.head_dim}"
     kv = torch.zeros(2 * k.numel(), device="cuda", dtype=k.dtype)  # the floor rows' K/V-sized buffers
     kv_copy = torch.empty_like(kv)
+    tiny = torch.zeros(32, device="cuda")
     for name, fn, moved in (("ours ", ours, kv_bytes), ("cudnn", cudnn, kv_bytes),
                             ("floor: read (sum)", kv.sum, kv_bytes),
-                            ("floor: copy", lambda: kv_copy.copy_(kv), 2 * kv_bytes)):
+                            ("floor: copy", lambda: kv_copy.copy_(kv), 2 * kv_bytes),
+                            ("floor: launch (a 32-float add)", lambda: tiny.add(tiny), 0)):
         cold, clean, warm = timing.median_ms(fn, q.device, 100) * 1e3, clean_us(fn), graph_us(fn)
-        print(f"{shape} {name}: cold {cold:7.1f} us ({moved / cold / 1e3:5.0f} GB/s), clean {clean:7.1f} us "
-              f"({moved / clean / 1e3:5.0f} GB/s), graph {warm:7.1f} us ({moved / warm / 1e3:5.0f} GB/s)")
-    for kernel, us in kernel_us(ours).items():
-        print(f"    {us:7.1f} us  {kernel}")
+        print(f"{shape} {name}: " + ", ".join(
+            f"{label} {us:7.1f} us" + (f" ({moved / us / 1e3:5.0f} GB/s)" if moved else "")
+            for label, us in (("cold", cold), ("clean", clean), ("graph", warm))))
+    for who, fn in (("ours", ours), ("cudnn", cudnn)):
+        for kernel, us in kernel_us(fn).items():
+            print(f"    {who}: {us:7.1f} us  {kernel}")
     if a.host:
         x = torch.randn(16, device="cuda")
         fwd_default = torch.ops.flashinfer.fwd.default

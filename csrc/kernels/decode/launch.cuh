@@ -30,6 +30,10 @@ struct Plan {
 //   sequence-heads on, one split (b16 32/8 8k keys: 199.9 us, 2 splits 204.5); more splits than
 //   one wave cost the merge and a second wave (b1 8k: 32 splits 25.4 us, 48 splits 29.9); a
 //   split below ~256 keys costs more than it spreads (b1 32/32 128 keys: 8.5 us, 2 splits 11.1).
+//   There the kernel is bound by its instruction stream, not by memory
+//   (benchmarks/results/h100/decode_short_profile.log, 2026-12-07: 4.9 us per call in the profiler
+//   against cuDNN's 4.1, 7.0 with 2 or 4 splits; under ncu about 1,960 instructions per warp at 4
+//   cycles each, 20 % of the cycles waiting for instruction fetch).
 //   The earlier two-launch merge picked the same counts within 3 %, and a warp-per-item mapping
 //   (no merge) was within 2 % of this everywhere (split_kv_mappings.json); it is not kept.
 // - CTAs per SM (benchmarks/results/h100/split_kv.json, copies without the prefetch, each with

@@ -51,6 +51,14 @@
 // tiles and 4 stages (a causal diagonal's first warpgroup then skips a tile) won on 64- and
 // 128-token varlen prompts (0.070 against 0.084, 0.146 against 0.151) and lost on the hybrid batches
 // and on longer prompts (2048: 8.07 against 6.82): a lead for short-prompt batches, untimed alone.
+// Three more tuning builds for that batch, dropped (one H100, fa3 ms at MHA 100 % prefill, the mean
+// of two runs, shipped 0.156-0.157; benchmarks/results/h100/fa3_l2_obuffer_ab.json, code in git
+// history, commits adf56cf, 4f6adcc, 071dc20 and 5142abe): O staged through a tile of its
+// own, so a Q buffer goes back after the item's last Q K^T, 0.160 (2 % faster on 64 ragged
+// 128-token GQA prompts, 4 % slower around 64); the L2 evict-first policy on Q, and on K/V where
+// each head has one query tile and no GQA (fa2's rule), 0.161 (0.094 against 0.096 at 0 %, where
+// "auto" runs fa2), also without L2 promotion 0.161, on the last column block's box only 0.157; no
+// L2 promotion alone 0.156.
 // -DTFI_FA3_STAGES=n: K/V stages of the ring, where they fit beside one Q tile (default 2).
 // Tuning builds override them with -DTFI_FA3_BLOCK_N=64|80|96|128 (the shapes of fa3/wgmma.cuh)
 // -DTFI_FA3_OVERLAP=0|1 -DTFI_FA3_PINGPONG=0|1 -DTFI_FA3_PERSISTENT=0|1|2 (1: unmasked items only)
