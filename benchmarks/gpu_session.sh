@@ -27,6 +27,12 @@ from torch_flashinfer import _build, _kernels
 libs = [_kernels.fwd_library('$1', torch.float16, d) for d in (${AB_DIMS:-32, 64, 96, 128, 160, 192, 224, 256},)]
 list(cf.ThreadPoolExecutor(8).map(_build.build_kernel_library, libs))" 2>&1 | grep -v "^torch_flashinfer: build"
 }
+prebuild_variants() {  # prebuild for family $1 in each distinct tree of the spec list $2 ('.': this one), side by
+  local v; for v in $(printf '%s\n' $2 | sort -u); do  # side: a build pause in a timed process let the GPU cool
+    tree=; [ "$v" = . ] || variant_tree $v || continue  # (rows after one ran up to 10 % faster)
+    prebuild $1 &
+  done; wait
+}
 fa3_label() { [ "$1" = . ] && echo "== fa3 as shipped" || echo "== fa3 $1"; }
 for step in "$@"; do
   case $step in
@@ -47,16 +53,13 @@ for causal in (False, True):
          done 2>&1 | tee "$OUT/fa3_variants.log" ;;
     fa3_choice) timeout ${CHOICE_TIMEOUT:-300} python3 benchmarks/fa3_choice.py --out "$OUT/fa3_choice.json" ${CHOICE_ARGS:-} 2>&1 \
            | tee "$OUT/fa3_choice.log" | grep -v "^torch_flashinfer: build" ;;
-    fa3_ab) for v in $(printf '%s\n' ${FA3_VARIANTS:-. PERSISTENT=1} | sort -u); do  # each tree's fa3 libraries first, the
-           tree=; [ "$v" = . ] || variant_tree $v || continue  # trees side by side: a build pause in a timed process
-           prebuild fa3 &  # let the GPU cool (rows after one ran up to 10 % faster)
-         done; wait
+    fa3_ab) prebuild_variants fa3 "${FA3_VARIANTS:-. PERSISTENT=1}"
          i=0; for v in ${FA3_VARIANTS:-. PERSISTENT=1}; do  # fa3 prefill timings of each fa3 build ('.': this tree as it is)
            tree=; i=$((i + 1)); [ "$v" = . ] || variant_tree $v || continue; fa3_label $v
            TORCH_FLASHINFER_CSRC=$tree timeout 200 python3 benchmarks/fa3_choice.py --algos fa3 --groups ${AB_GROUPS:-prefill} \
              --out "/tmp/ab/fa3_${i}_$([ "$v" = . ] && echo shipped || echo "$v" | tr '=,/.' '_-__').json"; done 2>&1 | tee "$OUT/fa3_ab.log" | grep -v "^torch_flashinfer: build"
          tar -C /tmp -cf "$OUT/fa3_ab.tar" ab ;;
-    fa2_ab) for v in ${FA2_VARIANTS:-. ORDER_WINDOW_MB=0}; do tree=; [ "$v" = . ] || variant_tree $v && prebuild fa2; done
+    fa2_ab) prebuild_variants fa2 "${FA2_VARIANTS:-. ORDER_WINDOW_MB=0}"
          for run in 1 2; do for v in ${FA2_VARIANTS:-. ORDER_WINDOW_MB=0}; do  # fa2 prefill timings of each build, twice
            tree=; [ "$v" = . ] || variant_tree $v || continue; echo "== fa2 $v, run $run"
            TORCH_FLASHINFER_CSRC=$tree timeout 300 python3 benchmarks/fa3_choice.py --algos fa2 --groups ${AB_GROUPS:-prefill} \
