@@ -91,8 +91,16 @@ __device__ __forceinline__ uint64_t l2_evict_first() {
   asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
   return policy;
 }
-// An optional L2 policy for a stream of copies: `enabled` is uniform over the CTA, so the branch
-// between the two copy forms costs nothing.
+// The default policy as a value, for a stream that picks its policy at run time (see L2Hint).
+__device__ __forceinline__ uint64_t l2_evict_normal() {
+  uint64_t policy;
+  asm volatile("createpolicy.fractional.L2::evict_normal.b64 %0, 1.0;\n" : "=l"(policy));
+  return policy;
+}
+// An optional L2 policy for a stream of copies. With `enabled` known at compile time one copy
+// form is compiled; known only at run time, nvcc compiles every copy twice under complementary
+// predicates and issues both (SASS of the decode kernel: 64 LDGSTS for 32 copies), so such a
+// stream passes a policy value instead (l2_evict_first or l2_evict_normal).
 struct L2Hint {
   bool enabled;
   uint64_t policy;

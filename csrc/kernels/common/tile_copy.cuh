@@ -39,7 +39,9 @@ struct SwizzledRows {
   static constexpr int kRowElems = kHeadDim;
   static constexpr int kGroup = (kHeadDim / 8) % 8 == 0 ? 8 : 4;
   static_assert((kHeadDim / 8) % kGroup == 0, "rows of whole chunk groups");
-  static __device__ __forceinline__ int flip(int row) { return kGroup == 8 ? row % 8 : (row / 2) % 4; }
+  static __device__ __forceinline__ int flip(int row) {  // row >= 0
+    return kGroup == 8 ? int(unsigned(row) % 8) : int(unsigned(row) / 2 % 4);
+  }
   static __device__ __forceinline__ int offset(int row, int chunk) { return row * kRowElems + (chunk ^ flip(row)) * 8; }
 
   // An ldmatrix operand walks chunks 2 * step + c0 of a row (c0: 0 or 1 by lane; step: a
@@ -85,10 +87,11 @@ struct ChunkMap {
   }
 };
 
-// Query rows [m0, m0 + kRows) of one head (q_head points at row 0 of the sequence).
-template <int kRows, int kThreads, int kHeadDim, typename Layout = PaddedRows<kHeadDim>, typename T>
+// Query rows [m0, m0 + kRows) of one head (q_head points at row 0 of the sequence). Policy here
+// and below: L2Hint or a uint64_t policy (ptx.cuh).
+template <int kRows, int kThreads, int kHeadDim, typename Layout = PaddedRows<kHeadDim>, typename T, typename Policy>
 __device__ __forceinline__ void load_q_tile(const FwdParams& p, const T* q_head, int seqlen_q, int m0, T* sQ, int tid,
-                                            L2Hint policy) {
+                                            Policy policy) {
   using Map = ChunkMap<kThreads, kHeadDim>;
   static_assert(kRows * Map::kChunksPerRow % kThreads == 0, "even copy split");
 #pragma unroll
@@ -103,21 +106,28 @@ __device__ __forceinline__ void load_q_tile(const FwdParams& p, const T* q_head,
 // kRows rows of kHeadDim elements, row i at src + i * row_stride, into rows [0, kRows) of dst, by
 // kThreads threads (a multiple of the chunks per row): each thread's chunks are one 64-bit
 // address plus a constant step, with no per-row multiply. Rows from valid_rows on are zero-filled
-// (not read); kWhole: every row is valid (no per-row check).
-template <int kRows, int kThreads, int kHeadDim, typename Layout, int kPrefetch, bool kWhole, typename T>
+// (their addresses, possibly past the tensor, are not read); kWhole: every row is valid (no
+// per-row check).
+template <int kRows, int kThreads, int kHeadDim, typename Layout, int kPrefetch, bool kWhole, typename T,
+          typename Policy>
 __device__ __forceinline__ void copy_rows(const T* src, int64_t row_stride, int valid_rows, T* dst, int tid,
-                                          L2Hint policy) {
+                                          Policy policy) {
   using Map = ChunkMap<kThreads, kHeadDim>;
   static_assert(kThreads % Map::kChunksPerRow == 0, "a thread's chunks share one column");
   constexpr int kRowStep = kThreads / Map::kChunksPerRow;
   static_assert(kRows % kRowStep == 0, "even copy split");
-  const int r0 = Map::row(tid, 0), col = Map::col(tid, 0);
-  const T* row = src + int64_t(r0) * row_stride + col;
+  const int r0 = Map::row(tid, 0), chunk = Map::col(tid, 0) / 8;
+  const T* row = src + int64_t(r0) * row_stride + chunk * 8;
+  // The layouts repeat every 8 rows (offset(r + 8m, c) = offset(r, c) + offset(8m, 0)): chunk i
+  // lands at the offset of row r0 + (i * kRowStep) % 8 plus a constant, one offset per distinct
+  // (i * kRowStep) % 8.
+  const uint32_t base = smem_addr(dst);
 #pragma unroll
   for (int i = 0; i < kRows / kRowStep; ++i) {
+    const int shift = (i * kRowStep) / 8 * 8;
     const bool valid = kWhole || r0 + i * kRowStep < valid_rows;
-    cp_async_16<kPrefetch>(smem_addr(dst + Layout::offset(r0 + i * kRowStep, col / 8)), valid ? row : src, valid,
-                           policy);
+    const uint32_t offset = uint32_t(Layout::offset(r0 + i * kRowStep - shift, chunk) + Layout::offset(shift, 0));
+    cp_async_16<kPrefetch>(base + offset * uint32_t(sizeof(T)), row, valid, policy);
     row += kRowStep * row_stride;
   }
 }
@@ -126,9 +136,9 @@ __device__ __forceinline__ void copy_rows(const T* src, int64_t row_stride, int 
 // the two this call copies). kRolled: one chunk per loop iteration instead of the loop unrolled
 // (for a copy warpgroup with few registers).
 template <int kRows, int kThreads, int kHeadDim, KvMode kMode, bool kK = true, bool kV = true,
-          typename Layout = PaddedRows<kHeadDim>, bool kRolled = false, typename T>
+          typename Layout = PaddedRows<kHeadDim>, bool kRolled = false, typename T, typename Policy>
 __device__ __forceinline__ void load_kv_tile(const FwdParams& p, const Sequence& seq, int b, const T* k_head,
-                                             const T* v_head, int n0, T* sK, T* sV, int tid, L2Hint policy) {
+                                             const T* v_head, int n0, T* sK, T* sV, int tid, Policy policy) {
   using Map = ChunkMap<kThreads, kHeadDim>;
   static_assert(kRows * Map::kChunksPerRow % kThreads == 0, "even copy split");
   const bool full = n0 + kRows <= seq.seqlen_k;

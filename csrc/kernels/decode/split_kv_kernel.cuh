@@ -85,11 +85,35 @@ struct Shape {
   }
 };
 
+// n / d and n % d for 0 <= n < 2^31, d >= 1, by a multiply-high with a reciprocal computed once
+// (one division): n * floor((2^32 - 1) / d) / 2^32 lies in (n / d - 1/2, n / d], so the
+// estimate is the quotient or one less, and one step corrects it. A division by a run-time
+// value is about 20 instructions; the decode prologue took 8 of them per thread (SASS).
+struct Divisor {
+  int d;
+  uint32_t rcp;
+  __device__ __forceinline__ explicit Divisor(int d_) : d(d_), rcp(0xffffffffu / uint32_t(d_)) {}
+  __device__ __forceinline__ int div(int n, int& rem) const {
+    int q = int(__umulhi(uint32_t(n), rcp)), r = n - q * d;
+    if (r >= d) ++q, r -= d;
+    rem = r;
+    return q;
+  }
+};
+
 // Packed row r of K/V head hk: query token r / group, query head hk * group + r % group.
+struct PackedRow {
+  int token, head;
+};
 struct RowMap {
-  int group, rows;  // rows = group * seqlen_q
-  __device__ __forceinline__ int token(int r) const { return r / group; }
-  __device__ __forceinline__ int head(int hk, int r) const { return hk * group + r % group; }
+  Divisor group;
+  int rows;  // group * seqlen_q
+  __device__ __forceinline__ PackedRow at(int hk, int r) const {
+    int rem;
+    const int token = group.div(r, rem);
+    return PackedRow{token, hk * group.d + rem};
+  }
+  __device__ __forceinline__ int token(int r) const { return at(0, r).token; }
 };
 
 // Partial results of split s, fp32: out[s][row][d], then lse[s][row], row = (b * seqlen_q + i) * heads_q + h.
@@ -184,7 +208,8 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int seqlen_q = seq.seqlen_q;
-  const RowMap map{p.heads_q / p.heads_k, (p.heads_q / p.heads_k) * seqlen_q};
+  const int group = p.heads_q / p.heads_k;
+  const RowMap map{Divisor(group), group * seqlen_q};
   const int r0 = row_block * S::kRows;  // first packed row of this item
   const int r_end = min(r0 + S::kRows, map.rows);
   const Mask mask(p, seq);
@@ -200,12 +225,16 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
   // Q rows of the item (zero-filled padding rows).
   {
     const T* q_seq = static_cast<const T*>(p.q) + seq.q_offset;
-    for (int c = tid; c < S::kRows * kCPR; c += S::kThreads) {
-      const int r = c / kCPR, col = (c % kCPR) * 8, pr = r0 + r;
-      const bool valid = pr < map.rows;
-      const T* src = q_seq + (valid ? int64_t(map.token(pr)) * p.q_row_stride +
-                                          int64_t(map.head(hk, pr)) * p.q_head_stride + col : 0);
-      cp_async_16(smem_addr(sQ + Rows::offset(r, col / 8)), src, valid);
+    constexpr int kQChunks = S::kRows * kCPR;
+#pragma unroll
+    for (int c0 = 0; c0 < kQChunks; c0 += S::kThreads) {
+      const int c = c0 + tid;
+      if (kQChunks % S::kThreads == 0 || c < kQChunks) {
+        const int r = c / kCPR, col = (c % kCPR) * 8;
+        const PackedRow row = map.at(hk, r0 + r);  // past the rows: zero-filled, not read
+        const T* src = q_seq + int64_t(row.token) * p.q_row_stride + int64_t(row.head) * p.q_head_stride + col;
+        cp_async_16(smem_addr(sQ + Rows::offset(r, col / 8)), src, r0 + r < map.rows);
+      }
     }
     cp_async_commit();
   }
@@ -215,7 +244,8 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
   T* ring = sRing + warp * kStages * 2 * kKeys * kStride;
   const int first_key = k_lo + warp * kKeys;
   const int n_tiles = first_key < k_hi ? (k_hi - first_key + kStep - 1) / kStep : 0;
-  const L2Hint policy{evict_first, l2_evict_first()};  // every K/V byte is read once (launch.cuh)
+  // Every K/V byte is read once (launch.cuh); a policy value, not an L2Hint (ptx.cuh).
+  const uint64_t policy = evict_first ? l2_evict_first() : l2_evict_normal();
 
   auto load_tile = [&](int t) {
     const int n0 = first_key + t * kStep;
@@ -292,9 +322,9 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
   for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-      const int pr = min(r0 + mt * 16 + g + half * 8, map.rows - 1);
-      row_token[mt][half] = map.token(pr);
-      row_slope[mt][half] = mod.slope(p, b, map.head(hk, pr));
+      const PackedRow row = map.at(hk, min(r0 + mt * 16 + g + half * 8, map.rows - 1));
+      row_token[mt][half] = row.token;
+      row_slope[mt][half] = mod.slope(p, b, row.head);
     }
 
   // ldmatrix_x4 rows and chunks as in the FA2 kernel (fa2/fwd_kernel.cuh): Q (m-tile mt, k-step
@@ -464,7 +494,8 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
     o0 *= inv;
     o1 *= inv;
     const float lse = l_all > 0.f ? m_all * mod.scale + __logf(l_all) : -INFINITY;
-    const int i = map.token(pr), h = map.head(hk, pr);
+    const PackedRow row = map.at(hk, pr);
+    const int i = row.token, h = row.head;
     if (splits == 1) {
       T* o = static_cast<T*>(p.out) + seq.o_offset + int64_t(i) * p.o_row_stride + int64_t(h) * p.o_head_stride;
       *reinterpret_cast<uint32_t*>(o + col) = Traits::pack(o0, o1);
@@ -492,7 +523,8 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
   __threadfence();
   float* weights = reinterpret_cast<float*>(sRing) + warp * kMaxSplits;
   for (int pr = r0 + warp; pr < r_end; pr += kWarps) {
-    merge_row<T, kD>(p, seq, b, map.token(pr), map.head(hk, pr), splits, weights, lane);
+    const PackedRow row = map.at(hk, pr);
+    merge_row<T, kD>(p, seq, b, row.token, row.head, splits, weights, lane);
   }
 }
 
