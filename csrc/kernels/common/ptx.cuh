@@ -99,8 +99,10 @@ __device__ __forceinline__ uint64_t l2_evict_normal() {
 }
 // An optional L2 policy for a stream of copies. With `enabled` known at compile time one copy
 // form is compiled; known only at run time, nvcc compiles every copy twice under complementary
-// predicates and issues both (SASS of the decode kernel: 64 LDGSTS for 32 copies), so such a
-// stream passes a policy value instead (l2_evict_first or l2_evict_normal).
+// predicates and issues both (SASS of the decode kernel: 64 LDGSTS for 32 copies), so decode
+// passes a policy value instead (l2_evict_first or l2_evict_normal). fa2's K/V copies keep the
+// runtime L2Hint: a build with a policy value there (with two other copy-address changes) took
+// d=128 prefill up to 3.7 % longer on the H100 (session 19, fa3_choice.py --algos fa2).
 struct L2Hint {
   bool enabled;
   uint64_t policy;

@@ -39,9 +39,7 @@ struct SwizzledRows {
   static constexpr int kRowElems = kHeadDim;
   static constexpr int kGroup = (kHeadDim / 8) % 8 == 0 ? 8 : 4;
   static_assert((kHeadDim / 8) % kGroup == 0, "rows of whole chunk groups");
-  static __device__ __forceinline__ int flip(int row) {  // row >= 0
-    return kGroup == 8 ? int(unsigned(row) % 8) : int(unsigned(row) / 2 % 4);
-  }
+  static __device__ __forceinline__ int flip(int row) { return kGroup == 8 ? row % 8 : (row / 2) % 4; }
   static __device__ __forceinline__ int offset(int row, int chunk) { return row * kRowElems + (chunk ^ flip(row)) * 8; }
 
   // An ldmatrix operand walks chunks 2 * step + c0 of a row (c0: 0 or 1 by lane; step: a
@@ -116,18 +114,24 @@ __device__ __forceinline__ void copy_rows(const T* src, int64_t row_stride, int 
   static_assert(kThreads % Map::kChunksPerRow == 0, "a thread's chunks share one column");
   constexpr int kRowStep = kThreads / Map::kChunksPerRow;
   static_assert(kRows % kRowStep == 0, "even copy split");
-  const int r0 = Map::row(tid, 0), chunk = Map::col(tid, 0) / 8;
-  const T* row = src + int64_t(r0) * row_stride + chunk * 8;
-  // The layouts repeat every 8 rows (offset(r + 8m, c) = offset(r, c) + offset(8m, 0)): chunk i
-  // lands at the offset of row r0 + (i * kRowStep) % 8 plus a constant, one offset per distinct
-  // (i * kRowStep) % 8.
-  const uint32_t base = smem_addr(dst);
+  const int r0 = Map::row(tid, 0), col = Map::col(tid, 0);
+  const T* row = src + int64_t(r0) * row_stride + col;
+  [[maybe_unused]] const uint32_t base = smem_addr(dst);
 #pragma unroll
   for (int i = 0; i < kRows / kRowStep; ++i) {
-    const int shift = (i * kRowStep) / 8 * 8;
     const bool valid = kWhole || r0 + i * kRowStep < valid_rows;
-    const uint32_t offset = uint32_t(Layout::offset(r0 + i * kRowStep - shift, chunk) + Layout::offset(shift, 0));
-    cp_async_16<kPrefetch>(base + offset * uint32_t(sizeof(T)), row, valid, policy);
+    // The layouts repeat every 8 rows (offset(r + 8m, c) = offset(r, c) + offset(8m, 0)). In a
+    // warp's copy (decode, fa1) a thread's rows are less than 8 apart, and chunk i lands at the
+    // offset of row r0 + (i * kRowStep) % 8 plus a constant: one offset per distinct
+    // (i * kRowStep) % 8, which nvcc does not find by itself (SASS of the d=128 decode kernel:
+    // 2560 instructions, 2424 so). CTA copies (fa2) keep the plain form, whose code was timed.
+    if constexpr (kThreads == 32 && kRowStep < 8) {
+      const int shift = (i * kRowStep) / 8 * 8;
+      const uint32_t offset = uint32_t(Layout::offset(r0 + i * kRowStep - shift, col / 8) + Layout::offset(shift, 0));
+      cp_async_16<kPrefetch>(base + offset * uint32_t(sizeof(T)), row, valid, policy);
+    } else {
+      cp_async_16<kPrefetch>(smem_addr(dst + Layout::offset(r0 + i * kRowStep, col / 8)), row, valid, policy);
+    }
     row += kRowStep * row_stride;
   }
 }

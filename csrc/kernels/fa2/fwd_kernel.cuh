@@ -125,12 +125,12 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
   // L2 policies: a Q tile is read by this CTA only; K/V tiles by every query tile of every query
   // head of the group, so they stay in L2 unless this CTA is their only reader. Lines read once
   // are evicted first: they replace each other rather than what other CTAs still need.
-  const uint64_t read_once = l2_evict_first();
-  const uint64_t kv_policy = num_m_blocks == 1 && p.heads_q == p.heads_k ? read_once : l2_evict_normal();
+  const L2Hint read_once{true, l2_evict_first()};
+  const L2Hint kv_hint{num_m_blocks == 1 && p.heads_q == p.heads_k, read_once.policy};
   load_q_tile<kM, Shape::kThreads, kD, Smem>(p, q_base, seq.seqlen_q, m0, sQ, tid, read_once);
   auto load_kv = [&](auto which_k, auto which_v, int tile, int stage) {
     load_kv_tile<kN, Shape::kThreads, kD, kMode, decltype(which_k)::value, decltype(which_v)::value, Smem>(
-        p, seq, b, k_base, v_base, tile * kN, sK + stage * kN * kStride, sV + stage * kN * kStride, tid, kv_policy);
+        p, seq, b, k_base, v_base, tile * kN, sK + stage * kN * kStride, sV + stage * kN * kStride, tid, kv_hint);
   };
   using Yes = std::true_type;
   using No = std::false_type;
