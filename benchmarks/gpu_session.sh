@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call: install, build every kernel, run the GPU tests, then an optional step.
-#   bash benchmarks/gpu_session.sh [fa3|fa3_tests|fa3_variants|fa3_choice|fa3_ab|tests|alltests|hftests|tune|tune_split|tune_paged|ncu_short|ncu_paged|ncu_hybrid|ncu_hybrid_stalls|ab_split|ab_paged|ab_bench|bench|decode|ncu|ncu_cmp|ncu_decode|llama|sanitize]...
-#   (env: SUITE, SCENARIOS, BENCH_ARGS, BENCH_TIMEOUT, FA3_TESTS_TIMEOUT, CHOICE_ARGS, CHOICE_TIMEOUT, AB_GROUPS, AB_DIMS, FA2_VARIANTS, SANITIZE_TIMEOUT, TESTS_K, TESTS_ARGS, TESTS_TIMEOUT, SANITIZE_ALGOS, FA3_VARIANTS, FA3_VARIANTS_K, TUNE_DIMS, TUNE_ARGS, TUNE_SPLIT_ARGS, TUNE_TIMEOUT, PAGES, PAGED_ARGS, LLAMA_ARGS, NCU_CAUSAL, NCU_SHAPES, AB_CSRC)
+#   bash benchmarks/gpu_session.sh [fa3|fa3_tests|fa3_variants|fa3_choice|fa3_ab|tests|alltests|hftests|tune|tune_split|tune_paged|ncu_short|ncu_paged|ncu_hybrid|ncu_hybrid_stalls|ab_split|ab_paged|ab_bench|bench|decode|decode_ab|ncu|ncu_cmp|ncu_decode|llama|sanitize]...
+#   (env: SUITE, SCENARIOS, BENCH_ARGS, BENCH_TIMEOUT, FA3_TESTS_TIMEOUT, CHOICE_ARGS, CHOICE_TIMEOUT, AB_GROUPS, AB_DIMS, FA2_VARIANTS, SANITIZE_TIMEOUT, TESTS_K, TESTS_ARGS, TESTS_TIMEOUT, SANITIZE_ALGOS, FA3_VARIANTS, FA3_VARIANTS_K, TUNE_DIMS, TUNE_ARGS, TUNE_SPLIT_ARGS, TUNE_TIMEOUT, PAGES, PAGED_ARGS, LLAMA_ARGS, NCU_CAUSAL, NCU_SHAPES, AB_CSRC, DECODE_AB_ARGS)
 # Logs and JSON land in $OUT (the device tool brings them back).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 MAX_JOBS=16 TORCH_FLASHINFER_CACHE_DIR=/tmp/tfi_cache
@@ -164,6 +164,12 @@ torch_flashinfer.flash_attn_with_kvcache(q, kp, vp, cache_seqlens=lens, block_ta
            2>&1 | grep -vE "^==PROF==" > "$OUT/ncu_paged.log"; grep -E "split_kv|Duration|DRAM Through|sectors|hit_rate|bytes_read|stalled|L2 Hit|Mem Busy|Max Bandwidth" "$OUT/ncu_paged.log" | head -100 ;;
     decode) for args in "--seqlen-k 8192 --host" "--seqlen-k 128 --heads-k 32 --host" "--seqlen-k 32768" "--batch 16" "--batch 128 --heads-k 32"; do
               python3 benchmarks/profile_decode.py $args; done 2>&1 | tee "$OUT/decode.log" ;;
+    decode_ab) for run in 1 2; do for tree in A B; do  # profile_decode.py rows (DECODE_AB_ARGS, ';'-separated): tree A = $AB_CSRC, B = this one
+                 [ $tree = A ] && src=$AB_CSRC || src=; short="--heads-k 32 --seqlen-k 128 --batch"  # default: the 128-key rows
+                 IFS=';' read -ra rows <<< "${DECODE_AB_ARGS:-$short 1;$short 2;$short 4;$short 8}"
+                 for args in "${rows[@]}"; do echo "== tree $tree run $run: $args"
+                   TORCH_FLASHINFER_CSRC=$src timeout 90 python3 benchmarks/profile_decode.py $args; done
+               done; done 2>&1 | grep -vE "^torch_flashinfer: build|UserWarning|_warn_once" | tee "$OUT/decode_ab.log" | grep -E "^==|ours|cudnn" ;;
     ncu_decode) ncu --clock-control none --profile-from-start off -k regex:split_kv -c 1 --section SpeedOfLight --section WarpStateStats \
            --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats python3 benchmarks/profile_decode.py --ncu 2>&1 \
            | tee "$OUT/ncu_decode.log" | grep -vE "^==PROF==" | tail -80 ;;
