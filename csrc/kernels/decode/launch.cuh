@@ -99,7 +99,9 @@ struct Variant {
   static const char* launch(const FwdParams& p, const Plan& plan, KvMode mode, cudaStream_t stream) {
     if (ctas_per_sm(mode) == 0) return "split_kv: the kernel's shared memory does not fit this device";
     if (plan.items > 0x7fffffffLL) return "decode grid too large";
-    kernel(mode)<<<dim3(unsigned(plan.items), unsigned(plan.splits)), S::kThreads, kSmem, stream>>>(p, plan.row_blocks,
+    const LaunchDivisors div{Divisor(plan.row_blocks), Divisor(p.heads_k), Divisor(plan.splits),
+                             Divisor(p.heads_q / p.heads_k)};
+    kernel(mode)<<<dim3(unsigned(plan.items), unsigned(plan.splits)), S::kThreads, kSmem, stream>>>(p, div,
                                                                                                   plan.evict_first);
     return nullptr;
   }

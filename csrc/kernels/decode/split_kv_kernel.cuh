@@ -86,13 +86,18 @@ struct Shape {
 };
 
 // n / d and n % d for 0 <= n < 2^31, d >= 1, by a multiply-high with a reciprocal computed once
-// (one division): n * floor((2^32 - 1) / d) / 2^32 lies in (n / d - 1/2, n / d], so the
-// estimate is the quotient or one less, and one step corrects it. A division by a run-time
-// value is about 20 instructions; the decode prologue took 8 of them per thread (SASS).
+// (one division, on the host for the launch's divisors): n * floor((2^32 - 1) / d) / 2^32 lies
+// in (n / d - 1/2, n / d], so the estimate is the quotient or one less, and one step corrects it.
+// A division by a run-time value is about 20 instructions; the decode kernel took 12 of them per
+// thread before its first key tile (SASS).
 struct Divisor {
   int d;
   uint32_t rcp;
-  __device__ __forceinline__ explicit Divisor(int d_) : d(d_), rcp(0xffffffffu / uint32_t(d_)) {}
+  __host__ __device__ __forceinline__ explicit Divisor(int d_) : d(d_), rcp(0xffffffffu / uint32_t(d_)) {}
+  __device__ __forceinline__ int div(int n) const {
+    int rem;
+    return div(n, rem);
+  }
   __device__ __forceinline__ int div(int n, int& rem) const {
     int q = int(__umulhi(uint32_t(n), rcp)), r = n - q * d;
     if (r >= d) ++q, r -= d;
@@ -192,10 +197,11 @@ __device__ __forceinline__ void merge_row(const FwdParams& p, const Sequence& se
 // chunk `split` of `splits` of their keys: with one split it writes out and lse, else the
 // partial result of the split, and the last of the item's splits to finish merges them all.
 // Run by the whole CTA; also the decode path of the FA2 kernel's short sequences
-// (fa2/fwd_kernel.cuh, one split).
+// (fa2/fwd_kernel.cuh, one split). group: heads_q / heads_k.
 template <typename T, typename S, KvMode kMode>
 __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& seq, unsigned char* smem_raw, int b,
-                                            int hk, int row_block, int split, int splits, bool evict_first) {
+                                            int hk, int row_block, int split, const Divisor& split_count,
+                                            const Divisor& group, bool evict_first) {
   using Traits = DtypeTraits<T>;
   using Rows = typename S::Rows;
   constexpr int kD = S::kHeadDim, kStride = S::kStride, kMT = S::kMTiles;
@@ -208,8 +214,8 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int seqlen_q = seq.seqlen_q;
-  const int group = p.heads_q / p.heads_k;
-  const RowMap map{Divisor(group), group * seqlen_q};
+  const int splits = split_count.d;
+  const RowMap map{group, group.d * seqlen_q};
   const int r0 = row_block * S::kRows;  // first packed row of this item
   const int r_end = min(r0 + S::kRows, map.rows);
   const Mask mask(p, seq);
@@ -218,7 +224,7 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
   const int key_begin = mask.key_begin(tok_lo);
   const int key_end = mask.key_end(tok_hi);
   const int span = max(key_end - key_begin, 0);
-  const int chunk = ((span + splits - 1) / splits + kKeys - 1) / kKeys * kKeys;
+  const int chunk = (split_count.div(span + splits - 1) + kKeys - 1) / kKeys * kKeys;
   const int k_lo = key_begin + split * chunk;
   const int k_hi = min(k_lo + chunk, key_end);
 
@@ -458,6 +464,7 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
   for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
+      if (mt * 16 + half * 8 >= r_end - r0) continue;  // 8 padding rows (uniform): never read
       const int r = mt * 16 + g + half * 8;
       float m_all = -INFINITY;
 #pragma unroll
@@ -473,10 +480,10 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
     }
   __syncthreads();
 
-  // Normalise and write: the output (one split) or this split's partial output and lse.
-  for (int c = tid; c < S::kRows * (kD / 2); c += S::kThreads) {
+  // Normalise and write the item's rows: the output (one split) or this split's partial output
+  // and lse.
+  for (int c = tid; c < (r_end - r0) * (kD / 2); c += S::kThreads) {
     const int r = c / (kD / 2), col = (c % (kD / 2)) * 2, pr = r0 + r;
-    if (pr >= r_end) continue;
     float m_all = -INFINITY, l_all = 0.f;
     for (int w = 0; w < kWarps; ++w) m_all = fmaxf(m_all, sMax[w * S::kRows + r]);
     for (int w = 0; w < kWarps; ++w) {
@@ -528,14 +535,20 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
   }
 }
 
+// The launch's divisors, computed on the host.
+struct LaunchDivisors {
+  Divisor row_blocks, heads_k, splits, group;
+};
+
 template <typename T, typename S, KvMode kMode>
-__global__ void __launch_bounds__(S::kThreads, S::kCtasPerSm) split_kv_kernel(const __grid_constant__ FwdParams p, int row_blocks, bool evict_first) {
+__global__ void __launch_bounds__(S::kThreads, S::kCtasPerSm)
+    split_kv_kernel(const __grid_constant__ FwdParams p, LaunchDivisors div, bool evict_first) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  const int item = int(blockIdx.x);
-  const int bhk = item / row_blocks;
-  const int b = bhk / p.heads_k;
-  decode_item<T, S, kMode>(p, load_sequence(p, b), smem_raw, b, bhk % p.heads_k, item % row_blocks, blockIdx.y,
-                           p.num_splits, evict_first);
+  int row_block, hk;
+  const int bhk = div.row_blocks.div(int(blockIdx.x), row_block);
+  const int b = div.heads_k.div(bhk, hk);
+  decode_item<T, S, kMode>(p, load_sequence(p, b), smem_raw, b, hk, row_block, blockIdx.y, div.splits, div.group,
+                           evict_first);
 }
 
 }  // namespace torch_flashinfer::decode
