@@ -45,7 +45,7 @@ def csrc_dir() -> Path:
     if override:  # no fallback: an A/B run must not silently build the other tree
         if not (Path(override) / "include" / "torch_flashinfer" / "params.h").exists():
             raise RuntimeError(f"torch_flashinfer: TORCH_FLASHINFER_CSRC={override} is not a csrc/ directory")
-        return Path(override)
+        return Path(override).resolve()  # the build runs ninja in the cache directory
     for candidate in (PACKAGE_DIR.parent / "csrc", PACKAGE_DIR / "_csrc"):
         if (candidate / "include" / "torch_flashinfer" / "params.h").exists():
             return candidate
