@@ -36,8 +36,11 @@ struct Plan {
 //   cycles each, 20 % of the cycles waiting for instruction fetch; 603 of them issue the first two
 //   tiles' 64 cp.async per lane, each copy compiled twice for the runtime L2 policy). With the
 //   copies compiled once and fewer divisions (SASS 3144 -> 2368 instructions in the build timed,
-//   7e00219; 2424 as shipped, which keeps fa2's copy code) the kernel takes 4.2-4.3 us against
-//   cuDNN's 4.1-4.2 at b1-b2, 6.0 against 6.6 at b8 (decode_copy_ab.log).
+//   7e00219; 2424 as shipped, which keeps fa2's copy code) the kernel took 4.2-4.3 us against
+//   cuDNN's 4.1-4.2 at b1-b2, 6.0 against 6.6 at b8 (decode_copy_ab.log). With the launch's
+//   divisors computed here (LaunchDivisors) and the merge and write loops bounded by the item's
+//   rows it takes 3.7 us against 4.1-4.2 at b1-b2, 3.9-4.0 against 4.4 at b4, 5.2 against 6.6 at
+//   b8 (decode_divisors_ab.log, 2026-12-07).
 //   The earlier two-launch merge picked the same counts within 3 %, and a warp-per-item mapping
 //   (no merge) was within 2 % of this everywhere (split_kv_mappings.json); it is not kept.
 // - CTAs per SM (benchmarks/results/h100/split_kv.json, copies without the prefetch, each with
