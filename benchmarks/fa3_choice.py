@@ -93,8 +93,8 @@ def main():
     ap.add_argument("--groups", default=",".join(GROUPS))
     ap.add_argument("--iters", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=2,
-                    help="times each algo of a case is measured, every other round in reverse order; each keeps "
-                         "its lowest median (as the benchmark CLI)")
+                    help="times each algo of a case is measured (timing.round_order); each keeps its lowest "
+                         "median (as the benchmark CLI)")
     args = ap.parse_args()
     algos = args.algos.split(",")
     device = torch.device("cuda")
@@ -102,19 +102,18 @@ def main():
     for group in args.groups.split(","):
         for case in GROUPS[group]:
             row = dict(case, group=group)
-            for r in range(args.rounds):
-                for algo in algos if r % 2 == 0 else algos[::-1]:
-                    key = algo + "_ms"
-                    if key in row and row[key] is None:  # refused in an earlier round
-                        continue
-                    gen = torch.Generator(device="cuda").manual_seed(0)
-                    try:
-                        ms = round(timing.median_ms(make_call(case, algo, gen), device, args.iters), 5)
-                    except (RuntimeError, NotImplementedError, ValueError) as err:
-                        row[key] = None
-                        print(f"{algo} refused {case}: {str(err).splitlines()[0][:160]}", file=sys.stderr)
-                        continue
-                    row[key] = min(ms, row.get(key, ms))
+            for i in timing.round_order(len(algos), args.rounds):
+                algo, key = algos[i], algos[i] + "_ms"
+                if key in row and row[key] is None:  # refused in an earlier round
+                    continue
+                gen = torch.Generator(device="cuda").manual_seed(0)
+                try:
+                    ms = round(timing.median_ms(make_call(case, algo, gen), device, args.iters), 5)
+                except (RuntimeError, NotImplementedError, ValueError) as err:
+                    row[key] = None
+                    print(f"{algo} refused {case}: {str(err).splitlines()[0][:160]}", file=sys.stderr)
+                    continue
+                row[key] = min(ms, row.get(key, ms))
             ms = [row[a + "_ms"] for a in algos]
             print(group, {k: v for k, v in case.items() if k not in ("kind", "causal") or v is not True},
                   " ".join(f"{a} {m}" for a, m in zip(algos, ms)),

@@ -34,9 +34,8 @@ def _report_refusal(backend: Backend, case: Case, err: Exception, caught: list) 
 def run_case(case: Case, backends: list[Backend], device: torch.device, iters: int, rounds: int = 1) -> list[dict]:
     """Time each backend that applies to ``case``; a backend that raises gets a row with ``ms`` null.
 
-    With ``rounds`` > 1 the backends are timed again, every other round in reverse order, and each
-    keeps its lowest median: what runs after a long call (a hot GPU) or first after a large case
-    is not penalised by its place in the order (one H100: the same kernel 12-13 % apart by place).
+    With ``rounds`` > 1 the backends are timed again in ``timing.round_order`` and each keeps its
+    lowest median.
     Inputs that cannot be made (e.g. out of memory) make every row of the case n/a.
     """
     chosen = [backend for backend in backends if backend.applies(case)]
@@ -50,20 +49,18 @@ def run_case(case: Case, backends: list[Backend], device: torch.device, iters: i
         return [make_row(case, backend.name, backend.algo, None) for backend in chosen]
     best: list[Optional[float]] = [None] * len(chosen)
     refused: set[int] = set()
-    for r in range(rounds):
-        order = range(len(chosen)) if r % 2 == 0 else reversed(range(len(chosen)))
-        for i in order:
-            if i in refused:
+    for i in timing.round_order(len(chosen), rounds):
+        if i in refused:
+            continue
+        backend = chosen[i]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                call = backend.make(case, inputs)  # backends.Parts: each part timed alone, medians added
+                ms = sum(timing.median_ms(part, device, iters) for part in getattr(call, "parts", (call,)))
+            except Exception as err:  # noqa: BLE001 -- recorded as n/a, never a crash
+                _report_refusal(backend, case, err, caught)
+                refused.add(i)
                 continue
-            backend = chosen[i]
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                try:
-                    call = backend.make(case, inputs)  # backends.Parts: each part timed alone, medians added
-                    ms = sum(timing.median_ms(part, device, iters) for part in getattr(call, "parts", (call,)))
-                except Exception as err:  # noqa: BLE001 -- recorded as n/a, never a crash
-                    _report_refusal(backend, case, err, caught)
-                    refused.add(i)
-                    continue
-            best[i] = ms if best[i] is None else min(best[i], ms)
+        best[i] = ms if best[i] is None else min(best[i], ms)
     return [make_row(case, backend.name, backend.algo, ms) for backend, ms in zip(chosen, best)]
