@@ -178,8 +178,8 @@ torch_flashinfer.flash_attn_with_kvcache(q, kp, vp, cache_seqlens=lens, block_ta
                   gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed \
                   python3 benchmarks/profile_decode.py --ncu; done 2>&1 | tee "$OUT/ncu_dram.log" | grep -vE "^==PROF==" | tail -60 ;;
     llama) python3 examples/llama_generate.py ${LLAMA_ARGS:-} 2>&1 | tee "$OUT/llama.log" | tail -15 ;;
-    sanitize) for tool in memcheck racecheck synccheck; do
-                timeout ${SANITIZE_TIMEOUT:-300} compute-sanitizer --tool $tool --error-exitcode 1 python3 benchmarks/sanitize_cases.py ${SANITIZE_ALGOS:-} \
+    sanitize) for tool in memcheck racecheck synccheck; do  # every tensor its own cudaMalloc: memcheck sees its bounds
+                PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout ${SANITIZE_TIMEOUT:-300} compute-sanitizer --tool $tool --error-exitcode 1 python3 benchmarks/sanitize_cases.py ${SANITIZE_ALGOS:-} \
                   > "$OUT/sanitize_$tool.log" 2>&1
                 echo "compute-sanitizer $tool: rc=$? $(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$OUT/sanitize_$tool.log" | tail -1)"
               done ;;

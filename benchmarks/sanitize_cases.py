@@ -1,6 +1,9 @@
 """A small grid of every kernel path, for compute-sanitizer (memcheck / racecheck / synccheck):
 
-    compute-sanitizer --tool memcheck python benchmarks/sanitize_cases.py [algo ...]
+    PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck python benchmarks/sanitize_cases.py [algo ...]
+
+(without PyTorch's caching allocator every tensor is its own allocation, so memcheck reports a read
+past a tensor's end, not only past the end of the allocator's segment around it)
 
 Odd sizes, partial tiles, paged caches with page 1 and 16, left padding, varlen hybrid batches,
 split-KV with several splits, and the KV append; results are checked loosely against the reference
