@@ -187,11 +187,9 @@ const char* run_split_kv(const FwdParams& params, cudaStream_t stream) {
                           params.counters == nullptr || params.num_counters < plan.items)) {
     return "split-KV workspace or counters missing or too small";
   }
-  FwdParams p = params;
-  p.num_splits = plan.splits;
-  const KvMode mode = kv_mode(p, kKeys);
-  const char* err = with_m_tiles<kHeadDim>(plan.m_tiles, [&](auto mt) {
-    return Variant<T, kHeadDim, decltype(mt)::value>::launch(p, plan, mode, stream);
+  const KvMode mode = kv_mode(params, kKeys);
+  const char* err = with_m_tiles<kHeadDim>(plan.m_tiles, [&](auto mt) {  // the kernel takes the splits in LaunchDivisors
+    return Variant<T, kHeadDim, decltype(mt)::value>::launch(params, plan, mode, stream);
   });
   if (err != nullptr) return err;
   const cudaError_t e = cudaGetLastError();
