@@ -21,7 +21,7 @@ struct Plan {
   bool evict_first;  // K/V copies with the L2 evict-first policy
 };
 
-// Splits: enough CTAs for one per SM (paged caches: two, see make_plan), each with at least
+// Splits: enough CTAs for one per SM, dense or paged, each with at least
 // kMinSplitKeys keys (of the capacity: a shorter sequence gives every split an equal part of what
 // it holds); the CTA shape runs two per SM. Measured on the H100, fp16, d=128
 // (benchmarks/tune_split_kv.py):
@@ -133,22 +133,14 @@ Plan make_plan(const FwdParams& p) {
   if (p.num_splits > 0) {
     plan.splits = std::min(p.num_splits, kMaxSplits);
   } else {
-    // Dense caches fill one CTA slot per SM. Paged caches fill every slot (kCtasPerSm per SM) where
-    // one per SM already splits the keys (fewer items than SMs: batch 1-4 at 32/8 heads): paged
-    // copies wait longer (the pages are scattered over the pool: at page 16 each warp tile is a
-    // page of its own), so twice the copies in flight pay for the merge.
-    // benchmarks/results/h100/split_kv_paged16.json and split_kv_paged256.json (shuffled pages,
-    // 32/8 heads, 8k keys unless said; us at the splits of one slot per SM vs two): page 16, b16
-    // 228.3 (1 split) vs 201.7 (2; dense 189.9, cuDNN on the dense cache 186.8), b4 64.8 (4) vs
-    // 62.7 (8); page 256, b16 198.7 vs 197.8, b4 61.9 vs 60.8; batch 1 (16 vs 32 splits) within
-    // 4 % either way (page 16: 8k keys 25.4 vs 25.6, 32k 65.1 vs 64.4; page 256: 24.9 vs 25.9,
-    // 62.8 vs 62.6). Dense caches lose 2-4 % with the second slot (split_kv.json: b16 8k 199.9 vs
-    // 204.5 us, b1 8k 24.5 vs 25.4). That sweep predates the evenly spaced paged copies (69e9fbc):
-    // re-timed since, one split is faster at b16 (split_kv_paged_c1_ab.json, two trees: page 16
-    // 195.4 vs 196.9 us and 198.4 vs 201.7, page 256 191.8 vs 194.2 and 191.6 vs 197.3) and as
-    // fast at b32-b64, where both rules give one; b1 / b4 not re-timed, so they keep every slot.
-    long long fill = plan.items > 0 ? p.num_sms / plan.items : 1;
-    if (p.kv_layout == KvLayout::kPaged && fill > 1) fill = (long long)p.num_sms * kCtasPerSm / plan.items;
+    // One CTA slot per SM, paged caches too: the second slot (twice the splits) lost on every
+    // paged row when re-timed on 2026-12-07 (one H100, tune_split_kv.py --page-size 16|256
+    // --splits 0,4,8,16,32, shuffled pages, results/h100/split_kv_paged16.json / 256.json; us at
+    // one slot vs two): b1 32k keys 60.4 vs 61.5 (page 16) and 60.4 vs 61.4 (256), b1 8k 23.3 vs
+    // 24.8 and 22.9 vs 24.7, b4 59.2 vs 59.6 and 59.7 vs 59.2; b16 one split 193.2 / 189.6
+    // (cuDNN on the dense cache 186.8). Two slots had won in an older sweep, before the paged
+    // copies took evenly spaced rows (69e9fbc).
+    const long long fill = plan.items > 0 ? p.num_sms / plan.items : 1;
     plan.splits = int(std::max(1LL, std::min<long long>({fill, kMaxSplits, p.seqlen_k / kMinSplitKeys})));
   }
   const long long kv_bytes = 2LL * p.batch * p.seqlen_k * p.heads_k * kHeadDim * 2;
