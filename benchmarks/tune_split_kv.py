@@ -35,13 +35,18 @@ SPLITS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48)
 
 # name -> defines: CTAs per SM, the L2 prefetch size of the K/V copies (split_kv_kernel.cuh,
 # shipped: 128 bytes), their L2 policy (shipped: by the cache's size; c2first: always
-# evict-first, c2normal: never)
+# evict-first, c2normal: never), the ring's stages (shipped: as many as fit; st2: two) and the
+# tiles each warp keeps in flight (shipped: launch.cuh's shallow lead with one split; c2deep:
+# never shallow)
 VARIANTS = {"c1": ("TFI_SPLIT_KV_CTAS_PER_SM=1",), "c2": ("TFI_SPLIT_KV_CTAS_PER_SM=2",),
             "c3": ("TFI_SPLIT_KV_CTAS_PER_SM=3",),
             "c2pf0": ("TFI_SPLIT_KV_CTAS_PER_SM=2", "TFI_DECODE_L2_PREFETCH=0"),
             "c2pf256": ("TFI_SPLIT_KV_CTAS_PER_SM=2", "TFI_DECODE_L2_PREFETCH=256"),
             "c2first": ("TFI_SPLIT_KV_CTAS_PER_SM=2", "TFI_DECODE_EVICT_FIRST=1"),
-            "c2normal": ("TFI_SPLIT_KV_CTAS_PER_SM=2", "TFI_DECODE_EVICT_FIRST=0")}
+            "c2normal": ("TFI_SPLIT_KV_CTAS_PER_SM=2", "TFI_DECODE_EVICT_FIRST=0"),
+            "c2st2": ("TFI_SPLIT_KV_CTAS_PER_SM=2", "TFI_SPLIT_KV_STAGES=2"),
+            "c1st2": ("TFI_SPLIT_KV_CTAS_PER_SM=1", "TFI_SPLIT_KV_STAGES=2"),
+            "c2deep": ("TFI_SPLIT_KV_CTAS_PER_SM=2", "TFI_SPLIT_KV_SHALLOW=0")}
 
 
 def library(name: str, dtype, head_dim: int):
