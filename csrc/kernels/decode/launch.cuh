@@ -151,7 +151,8 @@ Plan make_plan(const FwdParams& p) {
 #else
   plan.evict_first = kv_bytes <= kEvictFirstMaxBytes;
 #endif
-  // Shallow launches: one split, so each CTA streams all of its item's keys.
+  // Shallow launches: one split (each CTA streams all of its item's keys) on a dense cache; paged
+  // caches, whose copies wait longer, were not timed with it and keep the full lead.
   // benchmarks/results/h100/split_kv_lead.json (2026-12-07, one H100, two runs; us with one d=128
   // tile in flight per warp vs two, cuDNN): b16 32/8 8k keys 186.7-187.0 vs 188.5-188.8 (186.6),
   // 32k 690.8 vs 700.5-700.8 (698); b64 703 vs 703-704; b128 32/32 8k 5487 vs 5498; b128 32/32
@@ -161,7 +162,7 @@ Plan make_plan(const FwdParams& p) {
 #ifdef TFI_SPLIT_KV_SHALLOW
   plan.shallow = TFI_SPLIT_KV_SHALLOW;  // tuning builds
 #else
-  plan.shallow = plan.splits == 1;
+  plan.shallow = plan.splits == 1 && p.kv_layout != KvLayout::kPaged;
 #endif
   return plan;
 }
