@@ -153,8 +153,9 @@ Plan make_plan(const FwdParams& p) {
 #endif
   // Shallow launches: one split (each CTA streams all of its item's keys) on a dense cache; paged
   // caches, whose copies wait longer, were not timed with it and keep the full lead.
-  // benchmarks/results/h100/split_kv_lead.json (2026-12-07, one H100, two runs; us with one d=128
-  // tile in flight per warp vs two, cuDNN): b16 32/8 8k keys 186.7-187.0 vs 188.5-188.8 (186.6),
+  // benchmarks/results/h100/split_kv_lead.json (2026-12-07, one H100, two runs of tuning builds
+  // whose ring has two stages, which is this lead at d=128; us with one tile in flight per warp vs
+  // two, cuDNN): b16 32/8 8k keys 186.7-187.0 vs 188.5-188.8 (186.6),
   // 32k 690.8 vs 700.5-700.8 (698); b64 703 vs 703-704; b128 32/32 8k 5487 vs 5498; b128 32/32
   // 1k 696 vs 698; b1 32/32 128 keys 7.5 vs 8.0-8.1. Split launches keep the deeper lead, which is
   // faster there: b1 32/8 32k keys (16 splits) 60.5-60.8 vs 59.6-59.7, b8 2k (2 splits) 36.4 vs
