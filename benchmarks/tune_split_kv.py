@@ -70,7 +70,7 @@ def main():
     ap.add_argument("--shapes", default="",
                     help="comma-separated BxHQxHKxSK shapes (default: SHAPES, or PAGED_SHAPES with --page-size)")
     ap.add_argument("--page-size", type=int, default=0,
-                    help="time paged caches of this page size through the op instead of the variant libraries")
+                    help="time paged caches of this page size through the op (and --variants' libraries)")
     ap.add_argument("--sorted-pages", action="store_true",
                     help="paged: each sequence's pages in memory order (default: shuffled over the pool)")
     args = ap.parse_args()

@@ -72,6 +72,7 @@ struct Shape {
   static constexpr int kFit = (kBudget - kQBytes) / (kWarps * kWarpStageBytes);
 #ifdef TFI_SPLIT_KV_STAGES
   static constexpr int kStages = TFI_SPLIT_KV_STAGES;  // tuning builds
+  static_assert(kStages >= 2, "TFI_SPLIT_KV_STAGES: at least 2 stages");
 #else
   static constexpr int kStages = kFit < 2 ? 2 : kFit > 8 ? 8 : kFit;
 #endif
