@@ -166,7 +166,7 @@ def main():
             "ops.fwd (eager fast path)": lambda: torch_flashinfer.ops.fwd(q, k, v, causal=True, algo=a.algo),
             "flash_attn_with_kvcache": lambda: torch_flashinfer.flash_attn_with_kvcache(q, k, v, causal=True),
             "binding.fwd_with_library (no op)": lambda: binding.fwd_with_library(
-                *entries, q, k, v, out, lse, 1, a.seqlen_k, a.head_dim ** -0.5, True, 0),
+                *entries, q, k, v, out, lse, 1, a.seqlen_k, a.head_dim ** -0.5, True, 0, None, None),
             "aten.add": lambda: torch.add(x, x),
             "torch.ops.aten.add.Tensor": lambda: add_op(x, x),
             "torch.empty x2": lambda: (torch.empty_like(q), torch.empty(1, 1, 1, device="cuda")),

@@ -113,7 +113,7 @@ def main():
                     lse = torch.empty(b, h, s, device="cuda", dtype=torch.float32)
 
                     def call():
-                        binding.fwd_with_library(*entries, q, k, v, out, lse, s, s, d ** -0.5, causal, 0)
+                        binding.fwd_with_library(*entries, q, k, v, out, lse, s, s, d ** -0.5, causal, 0, None, None)
                     call()
                     ref = torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, is_causal=causal)
                     err = (out.transpose(1, 2) - ref).abs().max().item()

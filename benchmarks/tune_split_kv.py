@@ -11,7 +11,8 @@ over a range of explicit split counts, each checked against cuDNN's output. Time
 
 With --page-size: paged caches (shuffled pages, as the benchmark CLI's paged_decode rows) on the
 llm suite's paged shapes, timed through the op (the shipped library) at each split count, next to
-our op and cuDNN on the equivalent dense cache.
+our op and cuDNN on the equivalent dense cache; and, with --variants, each of those libraries on
+the paged cache at each split count.
 """
 
 import argparse
@@ -35,13 +36,19 @@ SPLITS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48)
 
 # name -> defines: CTAs per SM, the L2 prefetch size of the K/V copies (split_kv_kernel.cuh,
 # shipped: 128 bytes), their L2 policy (shipped: by the cache's size; c2first: always
-# evict-first, c2normal: never)
+# evict-first, c2normal: never), the ring's stages (shipped: as many as fit; st2: two) and the
+# tiles each warp keeps in flight (shipped: launch.cuh's shallow lead with one split; c2deep:
+# never shallow; c2shallow: always)
 VARIANTS = {"c1": ("TFI_SPLIT_KV_CTAS_PER_SM=1",), "c2": ("TFI_SPLIT_KV_CTAS_PER_SM=2",),
             "c3": ("TFI_SPLIT_KV_CTAS_PER_SM=3",),
             "c2pf0": ("TFI_SPLIT_KV_CTAS_PER_SM=2", "TFI_DECODE_L2_PREFETCH=0"),
             "c2pf256": ("TFI_SPLIT_KV_CTAS_PER_SM=2", "TFI_DECODE_L2_PREFETCH=256"),
             "c2first": ("TFI_SPLIT_KV_CTAS_PER_SM=2", "TFI_DECODE_EVICT_FIRST=1"),
-            "c2normal": ("TFI_SPLIT_KV_CTAS_PER_SM=2", "TFI_DECODE_EVICT_FIRST=0")}
+            "c2normal": ("TFI_SPLIT_KV_CTAS_PER_SM=2", "TFI_DECODE_EVICT_FIRST=0"),
+            "c2st2": ("TFI_SPLIT_KV_CTAS_PER_SM=2", "TFI_SPLIT_KV_STAGES=2"),
+            "c1st2": ("TFI_SPLIT_KV_CTAS_PER_SM=1", "TFI_SPLIT_KV_STAGES=2"),
+            "c2deep": ("TFI_SPLIT_KV_CTAS_PER_SM=2", "TFI_SPLIT_KV_SHALLOW=0"),
+            "c2shallow": ("TFI_SPLIT_KV_CTAS_PER_SM=2", "TFI_SPLIT_KV_SHALLOW=1")}
 
 
 def library(name: str, dtype, head_dim: int):
@@ -55,7 +62,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     ap.add_argument("--head-dim", type=int, default=128)
-    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names of VARIANTS")
+    ap.add_argument("--variants", help="comma-separated names of VARIANTS (default: all; none with --page-size)")
     ap.add_argument("--splits", default=",".join(map(str, SPLITS)),
                     help="comma-separated split counts per variant (0: the plan's)")
     ap.add_argument("--kv-layout", choices=("bshd", "bhsd"), default="bshd",
@@ -63,14 +70,15 @@ def main():
     ap.add_argument("--shapes", default="",
                     help="comma-separated BxHQxHKxSK shapes (default: SHAPES, or PAGED_SHAPES with --page-size)")
     ap.add_argument("--page-size", type=int, default=0,
-                    help="time paged caches of this page size through the op instead of the variant libraries")
+                    help="time paged caches of this page size through the op (and --variants' libraries)")
     ap.add_argument("--sorted-pages", action="store_true",
                     help="paged: each sequence's pages in memory order (default: shuffled over the pool)")
     args = ap.parse_args()
     d, dtype, device = args.head_dim, torch.float16, torch.device("cuda")
     binding = _kernels.binding()
     page = args.page_size
-    libs = {} if page else {name: library(name, dtype, d) for name in args.variants.split(",")}
+    variants = args.variants.split(",") if args.variants else [] if page else list(VARIANTS)
+    libs = {name: library(name, dtype, d) for name in variants}
     copy = timing.copy_gbps(device)
     rows = []
     shapes = [tuple(map(int, x.split("x"))) for x in args.shapes.split(",")] if args.shapes else None
@@ -118,7 +126,11 @@ def main():
                     continue
 
                 def call():
-                    binding.fwd_with_library(*entries, q, k, v, out, lse, 1, sk, d ** -0.5, True, s)
+                    if page:
+                        binding.fwd_with_library(*entries, q, k_cache, v_cache, out, lse, 1, pages * page, d ** -0.5,
+                                                 True, s, cache_seqlens, block_table)
+                    else:
+                        binding.fwd_with_library(*entries, q, k, v, out, lse, 1, sk, d ** -0.5, True, s, None, None)
                 call()
                 err = (out.float() - ref.float()).abs().max().item()
                 assert err < 1e-2, f"{c}, splits={s}: error {err}"

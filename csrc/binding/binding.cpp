@@ -459,13 +459,15 @@ void register_cuda_ops(py::object plan_fwd, py::object plan_append_kv, bool chec
   });
 }
 
-// For tuning scripts: run one kernel library's entry points (_kernels.FWD_ENTRY_POINTS) on given outputs.
+// For tuning scripts: run one kernel library's entry points (_kernels.FWD_ENTRY_POINTS) on given outputs,
+// on a dense cache or (cache_seqlens, block_table) a paged one.
 void fwd_with_library(int64_t kernel, int64_t workspace, int64_t counters, const at::Tensor& q, const at::Tensor& k,
                       const at::Tensor& v, at::Tensor& out, at::Tensor& lse, int64_t seqlen_q, int64_t seqlen_k,
-                      double softmax_scale, bool causal, int64_t num_splits) {
+                      double softmax_scale, bool causal, int64_t num_splits, const OptTensor& cache_seqlens,
+                      const OptTensor& block_table) {
   const FwdPlan plan{reinterpret_cast<tfi_fwd_fn>(kernel), reinterpret_cast<tfi_fwd_workspace_fn>(workspace),
                      reinterpret_cast<tfi_fwd_counters_fn>(counters), seqlen_q, seqlen_k, softmax_scale};
-  launch_fwd(plan, q, k, v, out, lse, std::nullopt, std::nullopt, std::nullopt, std::nullopt, std::nullopt,
+  launch_fwd(plan, q, k, v, out, lse, std::nullopt, std::nullopt, cache_seqlens, std::nullopt, block_table,
              std::nullopt, causal, -1, -1, 0.0, num_splits);
 }
 

@@ -19,6 +19,7 @@ struct Plan {
   long long items;   // batch * heads_k * row_blocks
   int splits;        // key chunks per item, one CTA each
   bool evict_first;  // K/V copies with the L2 evict-first policy
+  bool shallow;      // each warp keeps S::kShallowLead tiles in flight, not S::kStages - 1
 };
 
 // Splits: enough CTAs for one per SM, dense or paged, each with at least
@@ -104,8 +105,9 @@ struct Variant {
     if (plan.items > 0x7fffffffLL) return "decode grid too large";
     const LaunchDivisors div{Divisor(plan.row_blocks), Divisor(p.heads_k), Divisor(plan.splits),
                              Divisor(p.heads_q / p.heads_k)};
-    kernel(mode)<<<dim3(unsigned(plan.items), unsigned(plan.splits)), S::kThreads, kSmem, stream>>>(p, div,
-                                                                                                  plan.evict_first);
+    const int lead = plan.shallow ? S::kShallowLead : S::kStages - 1;
+    kernel(mode)<<<dim3(unsigned(plan.items), unsigned(plan.splits)), S::kThreads, kSmem, stream>>>(
+        p, div, plan.evict_first, lead);
     return nullptr;
   }
 };
@@ -148,6 +150,26 @@ Plan make_plan(const FwdParams& p) {
   plan.evict_first = TFI_DECODE_EVICT_FIRST;
 #else
   plan.evict_first = kv_bytes <= kEvictFirstMaxBytes;
+#endif
+  // Shallow launches: one split (each CTA streams all of its item's keys), dense or paged.
+  // benchmarks/results/h100/split_kv_lead.json (2026-12-07, one H100, two runs of tuning builds
+  // whose ring has two stages, which is this lead at d=128; us with one tile in flight per warp vs
+  // two, cuDNN): b16 32/8 8k keys 186.7-187.0 vs 188.5-188.8 (186.6),
+  // 32k 690.8 vs 700.5-700.8 (698); b64 703 vs 703-704; b128 32/32 8k 5487 vs 5498; b128 32/32
+  // 1k 696 vs 698; b1 32/32 128 keys 7.5 vs 8.0-8.1. Split launches keep the deeper lead, which is
+  // faster there: b1 32/8 32k keys (16 splits) 60.5-60.8 vs 59.6-59.7, b8 2k (2 splits) 36.4 vs
+  // 35.3-35.7, b4 32/4 16k (8 splits) 63.2 vs 62.4-62.6.
+  // As built with the full ring and this runtime lead (split_kv_lead_runtime.json, 2026-12-07, one
+  // H100 on which cuDNN was 2 % faster than above; two runs, shallow vs the full lead, cuDNN): the
+  // gain is smaller and mostly in the noise -- b16 8k 184.0-184.6 vs 184.6-185.5 (183.2), b1 32/32
+  // 128 keys 7.5-7.6 vs 7.9-8.1, b128 32/32 1k 682.7-682.9 vs 683.9-684.4 -- and b16 32k went the
+  // other way, 686.8-687.3 vs 684.9-685.4 (682.6). Paged caches, one run, one-split rows, shallow vs
+  // full: page 16 b16 8k 186.6 vs 187.0, b32 356.4 vs 358.8, b64 695.6 vs 696.7; page 256 185.3
+  // vs 186.9, 352.5 vs 353.0, b64 689.0 both.
+#ifdef TFI_SPLIT_KV_SHALLOW
+  plan.shallow = TFI_SPLIT_KV_SHALLOW;  // tuning builds
+#else
+  plan.shallow = plan.splits == 1;
 #endif
   return plan;
 }

@@ -66,11 +66,21 @@ struct Shape {
   static constexpr int kStride = Rows::kRowElems;  // elements per smem row
   static constexpr int kQBytes = kRows * kStride * 2;
   static constexpr int kWarpStageBytes = 2 * kKeys * kStride * 2;  // one K and one V tile
-  // Ring depth: as many stages as fit next to Q in the budget, 2 to 8. A warp keeps kStages - 1
-  // tiles in flight while it computes on one.
+  // Ring depth: as many stages as fit next to Q in the budget, 2 to 8. A warp keeps up to
+  // kStages - 1 tiles in flight while it computes on one (the launch's `lead`, launch.cuh).
   static constexpr int kBudget = kSmemPerSm / kCtasPerSm - 1024;
   static constexpr int kFit = (kBudget - kQBytes) / (kWarps * kWarpStageBytes);
+#ifdef TFI_SPLIT_KV_STAGES
+  static constexpr int kStages = TFI_SPLIT_KV_STAGES;  // tuning builds
+  static_assert(kStages >= 2, "TFI_SPLIT_KV_STAGES: at least 2 stages");
+#else
   static constexpr int kStages = kFit < 2 ? 2 : kFit > 8 ? 8 : kFit;
+#endif
+  // Tiles in flight per warp in a shallow launch (launch.cuh make_plan): 8 KB, one K and one V
+  // tile of d=128, at least one tile.
+  static constexpr int kShallowLead = 8192 / kWarpStageBytes < 1 ? 1
+                                      : 8192 / kWarpStageBytes > kStages - 1 ? kStages - 1
+                                                                              : 8192 / kWarpStageBytes;
   // Q as mma fragments in registers (read from shared memory once, not once per tile) when they
   // take at most 32 registers.
   static constexpr bool kQInRegisters = kMTiles * kHeadDim <= 128;
@@ -120,6 +130,15 @@ struct RowMap {
   }
   __device__ __forceinline__ int token(int r) const { return at(0, r).token; }
 };
+
+// cp.async.wait_group n for a run-time n in [0, kMax].
+template <int kMax>
+__device__ __forceinline__ void cp_async_wait_n(int n) {
+  if constexpr (kMax > 0) {
+    if (n < kMax) return cp_async_wait_n<kMax - 1>(n);
+  }
+  cp_async_wait<kMax>();
+}
 
 // Partial results of split s, fp32: out[s][row][d], then lse[s][row], row = (b * seqlen_q + i) * heads_q + h.
 __device__ __forceinline__ int64_t partial_row(const FwdParams& p, int b, int i, int h) {
@@ -197,11 +216,12 @@ __device__ __forceinline__ void merge_row(const FwdParams& p, const Sequence& se
 // chunk `split` of `splits` of their keys: with one split it writes out and lse, else the
 // partial result of the split, and the last of the item's splits to finish merges them all.
 // Run by the whole CTA; also the decode path of the FA2 kernel's short sequences
-// (fa2/fwd_kernel.cuh, one split). group: heads_q / heads_k.
+// (fa2/fwd_kernel.cuh, one split). group: heads_q / heads_k. lead: tiles each warp keeps in
+// flight, 1 to S::kStages - 1.
 template <typename T, typename S, KvMode kMode>
 __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& seq, unsigned char* smem_raw, int b,
                                             int hk, int row_block, int split, const Divisor& split_count,
-                                            const Divisor& group, bool evict_first) {
+                                            const Divisor& group, bool evict_first, int lead) {
   using Traits = DtypeTraits<T>;
   using Rows = typename S::Rows;
   constexpr int kD = S::kHeadDim, kStride = S::kStride, kMT = S::kMTiles;
@@ -309,12 +329,15 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
       }
     }
   };
+  // One commit group per tile (empty past the last): group t holds tile t.
 #pragma unroll
   for (int t = 0; t < kStages - 1; ++t) {
-    if (t < n_tiles) load_tile(t);
-    cp_async_commit();
+    if (t < lead) {
+      if (t < n_tiles) load_tile(t);
+      cp_async_commit();
+    }
   }
-  cp_async_wait<kStages - 1>();  // the Q group, committed first, has landed
+  cp_async_wait_n<kStages - 1>(lead);  // the Q group, committed first, has landed
   __syncthreads();
 
   const ScoreMod mod(p);
@@ -365,9 +388,9 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
   softmax.init();
 
   for (int t = 0; t < n_tiles; ++t) {
-    if (t + kStages - 1 < n_tiles) load_tile(t + kStages - 1);
+    if (t + lead < n_tiles) load_tile(t + lead);
     cp_async_commit();
-    cp_async_wait<kStages - 1>();
+    cp_async_wait_n<kStages - 1>(lead);
     __syncwarp();
     const T* sK = ring + (t % kStages) * 2 * kKeys * kStride;
     const uint32_t k_row_addr = smem_addr(sK + k_row * kStride) + k_first, v_row_addr = row_addr(sK + kKeys * kStride);
@@ -542,13 +565,13 @@ struct LaunchDivisors {
 
 template <typename T, typename S, KvMode kMode>
 __global__ void __launch_bounds__(S::kThreads, S::kCtasPerSm)
-    split_kv_kernel(const __grid_constant__ FwdParams p, LaunchDivisors div, bool evict_first) {
+    split_kv_kernel(const __grid_constant__ FwdParams p, LaunchDivisors div, bool evict_first, int lead) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   int row_block, hk;
   const int bhk = div.row_blocks.div(int(blockIdx.x), row_block);
   const int b = div.heads_k.div(bhk, hk);
   decode_item<T, S, kMode>(p, load_sequence(p, b), smem_raw, b, hk, row_block, blockIdx.y, div.splits, div.group,
-                           evict_first);
+                           evict_first, lead);
 }
 
 }  // namespace torch_flashinfer::decode

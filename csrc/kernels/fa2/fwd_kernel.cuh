@@ -110,7 +110,8 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
     const int rb = level * group + h % group;
     if (rb < row_blocks) {
       decode::decode_item<T, typename Shape::DecodeShape, kMode>(p, seq, smem_raw, b, hk, rb, 0, decode::Divisor(1),
-                                                                 decode::Divisor(group), true);
+                                                                 decode::Divisor(group), true,
+                                                                 Shape::DecodeShape::kStages - 1);
     }
     return;
   }
