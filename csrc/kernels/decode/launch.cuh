@@ -151,7 +151,9 @@ Plan make_plan(const FwdParams& p) {
 #else
   plan.evict_first = kv_bytes <= kEvictFirstMaxBytes;
 #endif
-  // Shallow launches: one split (each CTA streams all of its item's keys), dense or paged.
+  // Shallow launches: one split (each CTA streams all of its item's keys) on a dense cache. Paged
+  // caches keep the full lead until the decode tests have run with it on a GPU: it measured
+  // 0-0.9 % faster there (below), outputs checked only on the tuning shapes of pages 16 and 256.
   // benchmarks/results/h100/split_kv_lead.json (2026-12-07, one H100, two runs of tuning builds
   // whose ring has two stages, which is this lead at d=128; us with one tile in flight per warp vs
   // two, cuDNN): b16 32/8 8k keys 186.7-187.0 vs 188.5-188.8 (186.6),
@@ -169,7 +171,7 @@ Plan make_plan(const FwdParams& p) {
 #ifdef TFI_SPLIT_KV_SHALLOW
   plan.shallow = TFI_SPLIT_KV_SHALLOW;  // tuning builds
 #else
-  plan.shallow = plan.splits == 1;
+  plan.shallow = plan.splits == 1 && p.kv_layout != KvLayout::kPaged;
 #endif
   return plan;
 }
