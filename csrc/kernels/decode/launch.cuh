@@ -151,9 +151,7 @@ Plan make_plan(const FwdParams& p) {
 #else
   plan.evict_first = kv_bytes <= kEvictFirstMaxBytes;
 #endif
-  // Shallow launches: one split (each CTA streams all of its item's keys) on a dense cache. Paged
-  // caches keep the full lead until the decode tests have run with it on a GPU: it measured
-  // 0-0.9 % faster there (below), outputs checked only on the tuning shapes of pages 16 and 256.
+  // Shallow launches: one split (each CTA streams all of its item's keys), dense or paged cache.
   // benchmarks/results/h100/split_kv_lead.json (2026-12-07, one H100, two runs of tuning builds
   // whose ring has two stages, which is this lead at d=128; us with one tile in flight per warp vs
   // two, cuDNN): b16 32/8 8k keys 186.7-187.0 vs 188.5-188.8 (186.6),
@@ -165,13 +163,16 @@ Plan make_plan(const FwdParams& p) {
   // H100 on which cuDNN was 2 % faster than above; two runs, shallow vs the full lead, cuDNN): the
   // gain is smaller and mostly in the noise -- b16 8k 184.0-184.6 vs 184.6-185.5 (183.2), b1 32/32
   // 128 keys 7.5-7.6 vs 7.9-8.1, b128 32/32 1k 682.7-682.9 vs 683.9-684.4 -- and b16 32k went the
-  // other way, 686.8-687.3 vs 684.9-685.4 (682.6). Paged caches, one run, one-split rows, shallow vs
-  // full: page 16 b16 8k 186.6 vs 187.0, b32 356.4 vs 358.8, b64 695.6 vs 696.7; page 256 185.3
-  // vs 186.9, 352.5 vs 353.0, b64 689.0 both.
+  // other way, 686.8-687.3 vs 684.9-685.4 (682.6); a third pair of runs (split_kv_lead_paged.json,
+  // session 23) had it a tie, 686.9 both vs 687.4 / 686.1 (681.5 / 682.3). Paged caches there, two
+  // runs in opposite orders, one-split rows at 8k keys, shallow vs full: page 16 b16 187.0 / 186.8
+  // vs 187.4 / 188.1, b32 355.8 / 357.3 vs 358.7 / 359.0, b64 694.0 / 694.4 vs 696.2 / 696.4;
+  // page 256 b16 185.5 both vs 186.7 / 186.2, b32 352.2 / 352.6 vs 352.7 / 351.8, b64 687.6 / 687.0
+  // vs 688.0 / 688.3. The decode GPU tests passed with it (132, session 23).
 #ifdef TFI_SPLIT_KV_SHALLOW
   plan.shallow = TFI_SPLIT_KV_SHALLOW;  // tuning builds
 #else
-  plan.shallow = plan.splits == 1 && p.kv_layout != KvLayout::kPaged;
+  plan.shallow = plan.splits == 1;
 #endif
   return plan;
 }
