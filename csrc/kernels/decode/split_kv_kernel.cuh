@@ -567,11 +567,28 @@ template <typename T, typename S, KvMode kMode>
 __global__ void __launch_bounds__(S::kThreads, S::kCtasPerSm)
     split_kv_kernel(const __grid_constant__ FwdParams p, LaunchDivisors div, bool evict_first, int lead) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
+#ifdef TFI_DECODE_CTA_TIMES
+  uint64_t t0;
+  asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(t0));
+#endif
   int row_block, hk;
   const int bhk = div.row_blocks.div(int(blockIdx.x), row_block);
   const int b = div.heads_k.div(bhk, hk);
   decode_item<T, S, kMode>(p, load_sequence(p, b), smem_raw, b, hk, row_block, blockIdx.y, div.splits, div.group,
                            evict_first, lead);
+#ifdef TFI_DECODE_CTA_TIMES
+  // Diagnostic builds only (benchmarks/cta_times.py): one split, seqlen_q 1, a group of at least 4
+  // query heads; the CTA's start and end (ns) overwrite the lse of its first 4 query heads.
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    uint64_t t1, smid;
+    asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(t1));
+    asm volatile("{ .reg .u32 s; mov.u32 s, %%smid; cvt.u64.u32 %0, s; }\n" : "=l"(smid));
+    uint64_t* dst = reinterpret_cast<uint64_t*>(p.lse + int64_t(b) * p.heads_q + int64_t(hk) * div.group.d);
+    dst[0] = t0;
+    dst[1] = (t1 - t0) | (smid << 48);
+  }
+#endif
 }
 
 }  // namespace torch_flashinfer::decode
