@@ -578,7 +578,8 @@ __global__ void __launch_bounds__(S::kThreads, S::kCtasPerSm)
                            evict_first, lead);
 #ifdef TFI_DECODE_CTA_TIMES
   // Diagnostic builds only (benchmarks/cta_times.py): one split, seqlen_q 1, a group of at least 4
-  // query heads; the CTA's start and end (ns) overwrite the lse of its first 4 query heads.
+  // query heads; the CTA's start (ns), then its duration (ns) with its SM in the top 16 bits,
+  // overwrite the lse of its first 4 query heads.
   __syncthreads();
   if (threadIdx.x == 0) {
     uint64_t t1, smid;
