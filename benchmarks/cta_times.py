@@ -6,24 +6,17 @@ than SMs are left. Each call follows a zeroing L2 flush, as the benchmark CLI's.
 """
 
 import argparse
-import ctypes
 import json
 import statistics
 
 import torch
 
 import torch_flashinfer  # noqa: F401
-from torch_flashinfer import _build, _kernels
+from torch_flashinfer import _kernels
+from tune_split_kv import VARIANTS as TUNE_VARIANTS, library
 
-VARIANTS = {"shallow": ("TFI_SPLIT_KV_SHALLOW=1",), "deep": ("TFI_SPLIT_KV_SHALLOW=0",)}
-
-
-def library(name, dtype, head_dim):
-    base = _kernels.fwd_library("split_kv", dtype, head_dim)
-    lib = _build.KernelLibrary(f"{base.name}_times_{name}", base.sources,
-                               base.defines + ("TFI_DECODE_CTA_TIMES=1",) + VARIANTS[name])
-    handle = ctypes.CDLL(str(_build.build_kernel_library(lib, _build.cuda_archs())))
-    return tuple(ctypes.cast(getattr(handle, n), ctypes.c_void_p).value for n in _kernels.FWD_ENTRY_POINTS), handle
+# name -> tune_split_kv's variant: one tile in flight per warp (as shipped on one-split launches) or two
+VARIANTS = {"shallow": "c2shallow", "deep": "c2deep"}
 
 
 def main():
@@ -34,7 +27,8 @@ def main():
     args = ap.parse_args()
     device, dtype, d = torch.device("cuda"), torch.float16, 128
     binding = _kernels.binding()
-    libs = {name: library(name, dtype, d) for name in VARIANTS}
+    libs = {name: library(f"times_{v}", dtype, d, TUNE_VARIANTS[v] + ("TFI_DECODE_CTA_TIMES=1",))
+            for name, v in VARIANTS.items()}
     flush = torch.empty(256 << 20, dtype=torch.int8, device=device)
     rows = []
     for shape in args.shapes.split(","):

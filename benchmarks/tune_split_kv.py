@@ -51,9 +51,11 @@ VARIANTS = {"c1": ("TFI_SPLIT_KV_CTAS_PER_SM=1",), "c2": ("TFI_SPLIT_KV_CTAS_PER
             "c2shallow": ("TFI_SPLIT_KV_CTAS_PER_SM=2", "TFI_SPLIT_KV_SHALLOW=1")}
 
 
-def library(name: str, dtype, head_dim: int):
+def library(name: str, dtype, head_dim: int, defines=None):
+    """split_kv built with a variant's macros (defines; default VARIANTS[name]): entry points, handle."""
     base = _kernels.fwd_library("split_kv", dtype, head_dim)
-    lib = _build.KernelLibrary(f"{base.name}_{name}", base.sources, base.defines + VARIANTS[name])
+    lib = _build.KernelLibrary(f"{base.name}_{name}", base.sources,
+                               base.defines + (VARIANTS[name] if defines is None else tuple(defines)))
     handle = ctypes.CDLL(str(_build.build_kernel_library(lib, _build.cuda_archs())))
     return tuple(ctypes.cast(getattr(handle, name), ctypes.c_void_p).value for name in _kernels.FWD_ENTRY_POINTS), handle
 
