@@ -89,10 +89,11 @@ __device__ __forceinline__ void paged_position(const FwdParams& p, const Sequenc
 struct Mask {
   int seqlen_k, shift, left, right;
 
-  __device__ __forceinline__ Mask(const FwdParams& p, const Sequence& s) {
+  __device__ __forceinline__ Mask(const FwdParams& p, const Sequence& s) : Mask(p, s.seqlen_q, s.seqlen_k) {}
+  __device__ __forceinline__ Mask(const FwdParams& p, int seqlen_q, int seqlen_k_) {
     constexpr int kUnbounded = 1 << 30;
-    seqlen_k = s.seqlen_k;
-    shift = s.seqlen_k - s.seqlen_q;
+    seqlen_k = seqlen_k_;
+    shift = seqlen_k_ - seqlen_q;
     left = p.window_left >= 0 ? p.window_left : kUnbounded;
     right = p.window_right >= 0 ? p.window_right : kUnbounded;
     if (p.causal && right > 0) right = 0;

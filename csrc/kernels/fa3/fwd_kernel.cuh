@@ -95,9 +95,12 @@ struct Shape {
   static constexpr int kQBytes = kBlockM * kHeadDim * 2;
   static constexpr int kKvBytes = kBlockN * kHeadDim * 2;
   // Shared memory of q_buffers Q tiles and `stages` K/V stages, with their barriers (per Q buffer
-  // full, empty; per stage K/V full, empty) and 1 KB of slack to align the tiles to 1024 bytes.
+  // full, empty; per stage K/V full, empty), a work-item slot per Q buffer and 1 KB of slack to
+  // align the tiles to 1024 bytes.
+  static constexpr int kItemSlotBytes = 128;
   static constexpr int smem_bytes(int q_buffers, int stages) {
-    return 1024 + q_buffers * kQBytes + 2 * stages * kKvBytes + 8 * (2 * q_buffers + 4 * stages);
+    return 1024 + q_buffers * kQBytes + 2 * stages * kKvBytes + 8 * (2 * q_buffers + 4 * stages) +
+           q_buffers * kItemSlotBytes;
   }
   static constexpr int kSmemLimit = 227 * 1024;  // one CTA per SM
   // K/V stages: tile_config.h's where they fit beside one Q tile, else 2.
@@ -121,6 +124,15 @@ struct WorkItem {
   int b, h, hk, m0, m_end;
   Sequence seq;
   int first_tile, last_tile;
+  __device__ __forceinline__ int tiles() const { return last_tile - first_tile + 1; }
+};
+
+// What the math warpgroups need of an item, posted by the copy warpgroup in the shared-memory slot
+// of the item's Q buffer (so only the copy warpgroup reads sequence metadata from global memory);
+// b < 0 ends the CTA.
+struct ItemSlot {
+  int b, h, m0, m_end, first_tile, last_tile, seqlen_q, seqlen_k;
+  int64_t o_offset, lse_offset;
   __device__ __forceinline__ int tiles() const { return last_tile - first_tile + 1; }
 };
 
@@ -171,6 +183,11 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
   T* sV = sK + kStages * kN * kD;
   const uint32_t bars = smem_addr(sV + kStages * kN * kD);
   constexpr int kQBuffers = Shape::kQBuffers;
+  // Item slots after the barriers, one per Q buffer: written before the arrival on the buffer's
+  // full barrier, whose phase orders the write before the math warpgroups' read.
+  static_assert(sizeof(ItemSlot) <= Shape::kItemSlotBytes, "an item fits its slot");
+  ItemSlot* item_slots = reinterpret_cast<ItemSlot*>(reinterpret_cast<unsigned char*>(sV + kStages * kN * kD) +
+                                                    8 * (2 * kQBuffers + 4 * kStages));
   auto q_full = [&](int buf) { return bars + 8 * buf; };
   auto q_empty = [&](int buf) { return bars + 8 * (kQBuffers + buf); };
   auto k_full = [&](int stage) { return bars + 8 * (2 * kQBuffers + stage); };
@@ -209,7 +226,8 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
     const int pages_per_tile = tma_pages_per_tile(p, kN);
     const L2Hint no_hint{false, 0};
     WorkItem w;
-    for (int k = 0, item = cta_item(0), ring = 0, n = 0; item < num_items; item = cta_item(++k)) {
+    int n = 0;  // items posted
+    for (int k = 0, item = cta_item(0), ring = 0; item < num_items; item = cta_item(++k)) {
       if (!load_item<Shape>(p, item, num_m_blocks, w)) continue;
       const T* k_head = static_cast<const T*>(p.k) + int64_t(w.hk) * p.k_head_stride;
       const T* v_head = static_cast<const T*>(p.v) + int64_t(w.hk) * p.v_head_stride;
@@ -269,6 +287,9 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
       if (kQBuffers == 1 && w.tiles() > 0) copy_tile(0);
       sm90::mbarrier_wait(q_empty(q_buf(n)), q_parity(n) ^ 1);
       if (tid == 0) {
+        item_slots[q_buf(n)] = ItemSlot{w.b,          w.h,         w.m0,           w.m_end,
+                                        w.first_tile, w.last_tile, w.seq.seqlen_q, w.seq.seqlen_k,
+                                        w.seq.o_offset, w.seq.lse_offset};
         sm90::mbarrier_arrive_expect_tx(q_full(q_buf(n)), Shape::kQBytes);
         const uint32_t q_dst = smem_addr(sQ + q_buf(n) * kM * kD);
 #pragma unroll
@@ -280,6 +301,11 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
       for (int it = kQBuffers == 1 ? 1 : 0; it < w.tiles(); ++it) copy_tile(it);
       ring += max(w.tiles(), 0);
       ++n;
+    }
+    sm90::mbarrier_wait(q_empty(q_buf(n)), q_parity(n) ^ 1);
+    if (tid == 0) {
+      item_slots[q_buf(n)].b = -1;
+      sm90::mbarrier_arrive(q_full(q_buf(n)));
     }
     return;
   }
@@ -299,10 +325,11 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
   uint32_t p_frag[1][kNT][2];
   auto& p_regs = *reinterpret_cast<uint32_t(*)[kNT * 2]>(&p_frag);
 
-  WorkItem w;
-  for (int k = 0, item = cta_item(0), ring = 0, n = 0; item < num_items; item = cta_item(++k)) {
-    if (!load_item<Shape>(p, item, num_m_blocks, w)) continue;
-    const Mask mask(p, w.seq);
+  for (int ring = 0, n = 0;; ++n) {
+    sm90::mbarrier_wait(q_full(q_buf(n)), q_parity(n));
+    const ItemSlot w = item_slots[q_buf(n)];
+    if (w.b < 0) break;
+    const Mask mask(p, w.seqlen_q, w.seqlen_k);
     const int m0 = w.m0, tiles = w.tiles();
     const float slope = mod.slope(p, w.b, w.h);
     T* sQn = sQ + q_buf(n) * kM * kD;
@@ -374,7 +401,6 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
       }
     };
 
-    sm90::mbarrier_wait(q_full(q_buf(n)), q_parity(n));
     if constexpr (!Shape::kOverlap) {
       for (int it = 0; it < tiles; ++it) {
         wait_k(it);
@@ -435,7 +461,7 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
     // take the Q of the next item to use the buffer.
     sm90::named_barrier_sync(2 + wg, 128);
     sm90::fence_proxy_async();  // wgmma's (async-proxy) reads of those rows, before these plain writes
-    float* lse_base = p.lse + w.seq.lse_offset + int64_t(w.h) * p.lse_head_stride;
+    float* lse_base = p.lse + w.lse_offset + int64_t(w.h) * p.lse_head_stride;
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const float sum = softmax.total(0, half);
@@ -446,17 +472,17 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
         *reinterpret_cast<uint32_t*>(sQn + QRows::offset(row, dt) + 2 * t4) =
             DtypeTraits<T>::pack(o_tiles[0][dt][2 * half] * inv, o_tiles[0][dt][2 * half + 1] * inv);
       }
-      if (t4 == 0 && m0 + row < w.seq.seqlen_q) {
+      if (t4 == 0 && m0 + row < w.seqlen_q) {
         lse_base[m0 + row] = sum > 0.f ? softmax.row_max[0][half] * mod.scale + __logf(sum) : -INFINITY;
       }
     }
     __syncwarp();
-    T* o_base = static_cast<T*>(p.out) + w.seq.o_offset + int64_t(w.h) * p.o_head_stride;
+    T* o_base = static_cast<T*>(p.out) + w.o_offset + int64_t(w.h) * p.o_head_stride;
     constexpr int kChunksPerRow = kD / 8;
 #pragma unroll
     for (int c = lane; c < 16 * kChunksPerRow; c += 32) {
       const int row = warp_row0 + c / kChunksPerRow, chunk = c % kChunksPerRow;
-      if (m0 + row < w.seq.seqlen_q) {
+      if (m0 + row < w.seqlen_q) {
         *reinterpret_cast<uint4*>(o_base + int64_t(m0 + row) * p.o_row_stride + chunk * 8) =
             *reinterpret_cast<const uint4*>(sQn + QRows::offset(row, chunk));
       }
@@ -465,7 +491,6 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
     __syncwarp();
     if (lane == 0) sm90::mbarrier_arrive(q_empty(q_buf(n)));
     ring += max(tiles, 0);
-    ++n;
   }
 #endif
 }
