@@ -4,7 +4,9 @@
 // two-stage ring of shared-memory buffers, each tracked by a "full" mbarrier (bytes landed) and an
 // "empty" one (every math warp done reading). Warpgroups 1 and 2 compute, each on 64 query rows:
 // S = Q K^T and O += P V with wgmma (Q, K and V read from shared memory, P from registers),
-// and between them the online softmax of the FA2 kernel in fp32 registers.
+// and between them the online softmax of the FA2 kernel in fp32 registers. Only the copy
+// warpgroup reads sequence metadata from global memory: it posts each item it copies (ItemSlot)
+// beside the item's Q buffer, and the math warpgroups read it there once that Q has landed.
 //
 // Tiles are stored as TMA's 128- or 64-byte swizzle writes them (TileRows), which is the layout
 // wgmma's descriptors read. Tiles TMA cannot copy as whole boxes -- a sequence's last, partial key
@@ -127,9 +129,7 @@ struct WorkItem {
   __device__ __forceinline__ int tiles() const { return last_tile - first_tile + 1; }
 };
 
-// What the math warpgroups need of an item, posted by the copy warpgroup in the shared-memory slot
-// of the item's Q buffer (so only the copy warpgroup reads sequence metadata from global memory);
-// b < 0 ends the CTA.
+// What the math warpgroups need of an item, as the copy warpgroup posts it; b < 0 ends the CTA.
 struct ItemSlot {
   int b, h, m0, m_end, first_tile, last_tile, seqlen_q, seqlen_k;
   int64_t o_offset, lse_offset;
