@@ -131,9 +131,8 @@ struct WorkItem {
 
 // What the math warpgroups need of an item, as the copy warpgroup posts it; b < 0 ends the CTA.
 struct ItemSlot {
-  int b, h, m0, m_end, first_tile, last_tile, seqlen_q, seqlen_k;
+  int b, h, m0, m_end, last_tile, tiles, seqlen_q, seqlen_k;
   int64_t o_offset, lse_offset;
-  __device__ __forceinline__ int tiles() const { return last_tile - first_tile + 1; }
 };
 
 template <typename Shape>
@@ -287,8 +286,8 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
       if (kQBuffers == 1 && w.tiles() > 0) copy_tile(0);
       sm90::mbarrier_wait(q_empty(q_buf(n)), q_parity(n) ^ 1);
       if (tid == 0) {
-        item_slots[q_buf(n)] = ItemSlot{w.b,          w.h,         w.m0,           w.m_end,
-                                        w.first_tile, w.last_tile, w.seq.seqlen_q, w.seq.seqlen_k,
+        item_slots[q_buf(n)] = ItemSlot{w.b,         w.h,       w.m0,           w.m_end,
+                                        w.last_tile, w.tiles(), w.seq.seqlen_q, w.seq.seqlen_k,
                                         w.seq.o_offset, w.seq.lse_offset};
         sm90::mbarrier_arrive_expect_tx(q_full(q_buf(n)), Shape::kQBytes);
         const uint32_t q_dst = smem_addr(sQ + q_buf(n) * kM * kD);
@@ -330,7 +329,7 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
     const ItemSlot w = item_slots[q_buf(n)];
     if (w.b < 0) break;
     const Mask mask(p, w.seqlen_q, w.seqlen_k);
-    const int m0 = w.m0, tiles = w.tiles();
+    const int m0 = w.m0, tiles = w.tiles;
     const float slope = mod.slope(p, w.b, w.h);
     T* sQn = sQ + q_buf(n) * kM * kD;
     const uint32_t q_tile = smem_addr(sQn);
