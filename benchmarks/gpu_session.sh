@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # One device call: install, build every kernel, run the GPU tests, then an optional step.
 #   bash benchmarks/gpu_session.sh [fa3|fa3_tests|fa3_variants|fa3_choice|fa3_ab|tests|alltests|hftests|tune|tune_split|tune_paged|ncu_short|ncu_paged|ncu_hybrid|ncu_hybrid_stalls|ab_split|ab_paged|ab_bench|bench|decode|decode_ab|ncu|ncu_cmp|ncu_decode|llama|sanitize]...
-#   (env: SUITE, SCENARIOS, BENCH_ARGS, BENCH_TIMEOUT, FA3_TESTS_TIMEOUT, CHOICE_ARGS, CHOICE_TIMEOUT, AB_GROUPS, AB_DIMS, FA2_VARIANTS, SANITIZE_TIMEOUT, TESTS_K, TESTS_ARGS, TESTS_TIMEOUT, SANITIZE_ALGOS, FA3_VARIANTS, FA3_VARIANTS_K, TUNE_DIMS, TUNE_ARGS, TUNE_SPLIT_ARGS, TUNE_TIMEOUT, PAGES, PAGED_ARGS, LLAMA_ARGS, NCU_CAUSAL, NCU_SHAPES, AB_CSRC, DECODE_AB_ARGS)
+#   (env: BUILD_ARGS, SUITE, SCENARIOS, BENCH_ARGS, BENCH_TIMEOUT, FA3_TESTS_TIMEOUT, CHOICE_ARGS, CHOICE_TIMEOUT, AB_GROUPS, AB_DIMS, FA2_VARIANTS, SANITIZE_TIMEOUT, TESTS_K, TESTS_ARGS, TESTS_TIMEOUT, SANITIZE_ALGOS, FA3_VARIANTS, FA3_VARIANTS_K, TUNE_DIMS, TUNE_ARGS, TUNE_SPLIT_ARGS, TUNE_TIMEOUT, PAGES, PAGED_ARGS, LLAMA_ARGS, NCU_CAUSAL, NCU_SHAPES, AB_CSRC, DECODE_AB_ARGS)
 # Logs and JSON land in $OUT (the device tool brings them back).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 MAX_JOBS=16 TORCH_FLASHINFER_CACHE_DIR=/tmp/tfi_cache
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" /tmp/ab
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv > "$OUT/gpu.txt" 2>&1
 python3 -m pip install -q --no-deps --no-build-isolation -e . > /tmp/install.log 2>&1 || { cat /tmp/install.log; exit 1; }
-( time python3 -m torch_flashinfer.build ) > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
+# BUILD_ARGS narrows the build (python -m torch_flashinfer.build --families fa3 --head-dims 128 ...);
+# whatever a step needs beyond it is built on first use
+( time python3 -m torch_flashinfer.build ${BUILD_ARGS:-} ) > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
 tail -3 "$OUT/build.log"
 variant_tree() {  # tree=/tmp/csrc_<spec>: csrc with the tuning macros of spec NAME=value[,NAME=value] (TFI_FA3_NAME in
   # fa3/tile_config.h or TFI_FA2_NAME in fa2/tile_config.h), or a csrc/ directory as it is
@@ -20,12 +22,9 @@ variant_tree() {  # tree=/tmp/csrc_<spec>: csrc with the tuning macros of spec N
     [ -n "$fam" ] || { echo "FA3_VARIANTS / FA2_VARIANTS: no TFI_FA3_ / TFI_FA2_${kv%%=*} in a tile_config.h"; return 1; }
     sed -i "/#pragma once/a #define TFI_${fam^^}_${kv%%=*} ${kv#*=}" "$tree/kernels/$fam/tile_config.h"; done
 }
-prebuild() {  # the fp16 libraries of family $1 at AB_DIMS in source tree $tree ('': this one), 8 at a time
-  TORCH_FLASHINFER_CSRC=$tree python3 -c "
-import concurrent.futures as cf, torch
-from torch_flashinfer import _build, _kernels
-libs = [_kernels.fwd_library('$1', torch.float16, d) for d in (${AB_DIMS:-32, 64, 96, 128, 160, 192, 224, 256},)]
-list(cf.ThreadPoolExecutor(8).map(_build.build_kernel_library, libs))" 2>&1 | grep -v "^torch_flashinfer: build"
+prebuild() {  # the fp16 libraries of family $1 at AB_DIMS (e.g. 64,128) in source tree $tree ('': this one), 8 at a time
+  TORCH_FLASHINFER_CSRC=$tree MAX_JOBS=8 python3 -m torch_flashinfer.build --no-binding --families $1 --dtypes float16 \
+    ${AB_DIMS:+--head-dims ${AB_DIMS// /}} 2>&1 | grep -v "^torch_flashinfer: build"
 }
 prebuild_variants() {  # prebuild for family $1 in each distinct tree of the spec list $2 ('.': this one), side by
   local v; for v in $(printf '%s\n' $2 | sort -u); do  # side: a build pause in a timed process let the GPU cool

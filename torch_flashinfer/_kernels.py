@@ -42,20 +42,23 @@ def fwd_library(family: str, dtype: torch.dtype, head_dim: int) -> KernelLibrary
     )
 
 
-def all_libraries() -> list[KernelLibrary]:
+def all_libraries(families=FAMILIES, dtypes=tuple(_DTYPE_TAGS), head_dims=None) -> list[KernelLibrary]:
+    """Every kernel library, or those of the given families, dtypes and head dims (and always
+    append_kv's)."""
     from ._validation import HEAD_DIMS
 
-    return [COMMON] + [fwd_library(f, dt, d) for f in FAMILIES for dt in _DTYPE_TAGS for d in HEAD_DIMS]
+    return [COMMON] + [fwd_library(f, dt, d) for f in families for dt in dtypes for d in head_dims or HEAD_DIMS]
 
 
-def build_all(out_dir=None, archs: Optional[list[str]] = None) -> list:
-    """Build every kernel library, several at a time: ahead of time (setup.py with
-    TORCH_FLASHINFER_AOT=1, default archs sm_80 + sm_90a) or into the cache (``out_dir=None``)."""
+def build_all(out_dir=None, archs: Optional[list[str]] = None, libraries=None) -> list:
+    """Build every kernel library (or ``libraries``), several at a time: ahead of time (setup.py
+    with TORCH_FLASHINFER_AOT=1, default archs sm_80 + sm_90a) or into the cache (``out_dir=None``)."""
     from concurrent.futures import ThreadPoolExecutor
 
     archs = archs or (_build.cuda_archs() if out_dir is None else ["80", "90a"])
+    libraries = all_libraries() if libraries is None else libraries
     with ThreadPoolExecutor(max_workers=_build.parallel_builds()) as pool:
-        return list(pool.map(lambda lib: _build.build_kernel_library(lib, archs, out_dir), all_libraries()))
+        return list(pool.map(lambda lib: _build.build_kernel_library(lib, archs, out_dir), libraries))
 
 
 def tma_strides(*tensors: Tensor) -> bool:
