@@ -42,12 +42,13 @@ def fwd_library(family: str, dtype: torch.dtype, head_dim: int) -> KernelLibrary
     )
 
 
-def all_libraries(families=FAMILIES, dtypes=tuple(_DTYPE_TAGS), head_dims=None) -> list[KernelLibrary]:
-    """Every kernel library, or those of the given families, dtypes and head dims (and always
-    append_kv's)."""
+def all_libraries(families=None, dtypes=None, head_dims=None) -> list[KernelLibrary]:
+    """Every kernel library, or those of the given families, dtypes and head dims (None: all; and
+    always append_kv's)."""
     from ._validation import HEAD_DIMS
 
-    return [COMMON] + [fwd_library(f, dt, d) for f in families for dt in dtypes for d in head_dims or HEAD_DIMS]
+    return [COMMON] + [fwd_library(f, dt, d) for f in families or FAMILIES for dt in dtypes or _DTYPE_TAGS
+                       for d in head_dims or HEAD_DIMS]
 
 
 def build_all(out_dir=None, archs: Optional[list[str]] = None, libraries=None) -> list:

@@ -12,12 +12,10 @@ import argparse
 import sys
 import time
 
-import torch
-
 from . import _build, _kernels
 from ._validation import HEAD_DIMS
 
-_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+_DTYPES = {str(dtype).removeprefix("torch."): dtype for dtype in _kernels._DTYPE_TAGS}  # float16, bfloat16
 
 
 def _choices(parser, flag, text, allowed, convert=str):
@@ -39,7 +37,7 @@ def main(argv=None) -> int:
     parser.add_argument("--archs", help="comma-separated arch tags, e.g. 80,90a (default: the current GPU)")
     parser.add_argument("--compile-only", action="store_true", help="compile kernel sources only, no link")
     parser.add_argument("--families", help=f"comma-separated subset of {','.join(_kernels.FAMILIES)} (default: all)")
-    parser.add_argument("--dtypes", help="comma-separated subset of float16,bfloat16 (default: both)")
+    parser.add_argument("--dtypes", help=f"comma-separated subset of {','.join(_DTYPES)} (default: all)")
     parser.add_argument("--head-dims", help=f"comma-separated subset of {','.join(map(str, HEAD_DIMS))} (default: all)")
     parser.add_argument("--no-binding", action="store_true", help="kernel libraries only, not the torch binding")
     args = parser.parse_args(argv)
@@ -47,8 +45,7 @@ def main(argv=None) -> int:
     families = _choices(parser, "--families", args.families, _kernels.FAMILIES)
     dtypes = _choices(parser, "--dtypes", args.dtypes, tuple(_DTYPES))
     head_dims = _choices(parser, "--head-dims", args.head_dims, HEAD_DIMS, int)
-    libraries = _kernels.all_libraries(families or _kernels.FAMILIES,
-                                       tuple(_DTYPES[d] for d in dtypes or _DTYPES), head_dims)
+    libraries = _kernels.all_libraries(families, dtypes and [_DTYPES[d] for d in dtypes], head_dims)
     start = time.time()
     if args.compile_only:
         failures = _build.compile_check(libraries, archs or ["80", "90a"])
