@@ -29,7 +29,7 @@ FA2_PACKED_MAX_SEQLEN_Q = 16  # fa2 runs sequences of at most this many queries 
 FA2_UNPACKED_HEAD_DIMS = (224,)
 # "auto" sends packed varlen q to fa3 on Hopper from this many queries per sequence on, with or
 # without GQA: below, fa2's decode rows win (resolve_algo)
-FA3_VARLEN_MIN_MEAN_Q = 84
+FA3_VARLEN_MIN_MEAN_Q = 72
 _DTYPE_TAGS = {torch.float16: "fp16", torch.bfloat16: "bf16"}
 COMMON = KernelLibrary("common", ("kernels/append_kv.cu",))
 
@@ -87,14 +87,16 @@ def resolve_algo(algo: str, layout: FwdLayout, seqlen_q: int, sm: tuple[int, int
     - packed varlen q: fa2. Its short sequences run as GQA-packed decode rows (the seed's hybrid
       batches: 100 requests of 128 keys, 32 heads, the first ones prompts of 128 tokens);
     - except packed varlen q whose sequences hold at least FA3_VARLEN_MIN_MEAN_Q queries on average:
-      fa3 on Hopper. On one H100 (benchmarks/results/h100/fa3_choice.json of 2026-12-07, two rounds)
-      fa3 is 0.87 / 0.96 / 0.98 / 0.98 / 1.01 / 1.01 / 1.02 / 1.04x fa2 on the seed's hybrid batches
-      at 0 / 30 / 50 / 60 / 70 / 80 / 90 / 100 % prefill without GQA (77 queries per request at 60 %,
-      90 at 70 %), and 0.37 / 0.73 / 0.89 / 0.97 / 1.04 / 1.11 / 1.19 / 1.25x with GQA 32/8; on 64
-      ragged GQA prompts around 64 / 128 / 512 / 2048 tokens 0.94 / 0.97 / 1.04 / 1.17x, so ragged
-      prompts around 128 lose 3 % on fa3 (as on the H200) where GQA hybrid batches at 70-90 % gain
-      4-19 %. The H200 (fa3_choice.json of 2026-12-04) put the MHA crossover lower (fa3 1.03x at
-      50 %). That is all it rests on: prompts of up to 2k tokens and decode requests over 128 keys.
+      fa3 on Hopper. On one H100 (benchmarks/results/h100/fa3_choice.json of 2026-12-07, session
+      26, fa3 with item slots, two rounds) fa3 is 0.92 / 0.99 / 1.01 / 1.02 / 1.04 / 1.05 / 1.06 /
+      1.08x fa2 on the seed's hybrid batches at 0 / 30 / 50 / 60 / 70 / 80 / 90 / 100 % prefill
+      without GQA (64.5 queries per request at 50 %, 77 at 60 %), and 0.43 / 0.86 / 1.03 / 1.12 /
+      1.20 / 1.28 / 1.36 / 1.43x with GQA 32/8; on 64 ragged GQA prompts (uniform lengths, mean 64 /
+      128 / 512 / 2048) 0.90 / 1.05 / 1.06 / 1.17x. The bound sits between the ragged prompts around
+      64 (fa3 10 % slower) and the 60 % hybrid batches (2 % / 12 % faster), so the 50 % batches,
+      whose 64.5 queries a request it cannot tell from the ragged 64, stay on fa2 (1-3 % slower
+      there). The H200 (fa3_choice.json of 2026-12-04, before the item slots) put the MHA
+      crossover at 50 %. That is all it rests on: prompts of up to 2k tokens and decode requests over 128 keys.
       A decode request over a long cache costs fa3 a 128-row tile per key tile; rows of q past the
       last sequence (a padded buffer) count as queries.
     - except at the head dims of FA2_UNPACKED_HEAD_DIMS (d=224), where fa2 has no decode rows: the
