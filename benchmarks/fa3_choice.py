@@ -47,6 +47,11 @@ GROUPS = {
     # 128 queries, the rest one query each; MHA as the seed, and GQA 32/8
     "hybrid": [dict(kind="hybrid", batch=100, seqlen_q=128, seqlen_k=128, heads_q=32, heads_k=hk, head_dim=128,
                     causal=True, prefill_fraction=f) for hk in (32, 8) for f in (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)],
+    # persistent fa3's rounds on 132 SMs (H100, H200): 128-token causal prompts, 32 heads, so 32 * b
+    # items, one 128-row tile each, in rounds of 132 CTAs: whole rounds at b=33 and 99, one round more
+    # with 24 % / 24 % / 97 % of its CTAs busy at b=34 / 100 / 103. Whether the time follows the rounds
+    # (ceil(32 * b / 132)) or the items: the seed's 100 % hybrid batch is b=100.
+    "rounds": [dense(b, 128, 128, 32, 32, 128) for b in (33, 34, 99, 100, 103)],
     # varlen prefill: 64 prompts of ragged lengths around the mean, causal
     "varlen": [dict(kind="varlen", batch=64, seqlen_q=s, seqlen_k=s, heads_q=32, heads_k=8, head_dim=128, causal=True)
                for s in (64, 128, 512, 2048)],
