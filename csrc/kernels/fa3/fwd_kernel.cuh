@@ -159,10 +159,11 @@ __device__ __forceinline__ bool load_item(const FwdParams& p, int item, int num_
 // c-th of a round and, every other round, the c-th from its end. load_item puts a head's heaviest
 // query tiles first, so where the tiles per head divide the grid a plain stride would hand each
 // CTA the same tile of every head -- on causal prompts, some CTAs only the longest -- while this
-// order pairs the i-th heaviest with the i-th lightest. Past the last item: >= num_items.
-__device__ __forceinline__ int cta_item(int k) {
+// order pairs the i-th heaviest with the i-th lightest (tile_config.h kReverseRounds: where it
+// applies). Past the last item: >= num_items.
+__device__ __forceinline__ int cta_item(int k, bool reverse_odd_rounds) {
   const int c = int(blockIdx.x);
-  return k * int(gridDim.x) + (k % 2 == 0 ? c : int(gridDim.x) - 1 - c);
+  return k * int(gridDim.x) + (reverse_odd_rounds && k % 2 == 1 ? int(gridDim.x) - 1 - c : c);
 }
 
 // The K/V ring runs on across a CTA's items: `ring` counts the tiles the CTA has passed through it.
@@ -226,7 +227,8 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
     const L2Hint no_hint{false, 0};
     WorkItem w;
     int n = 0;  // items posted
-    for (int k = 0, item = cta_item(0), ring = 0; item < num_items; item = cta_item(++k)) {
+    const bool reverse = kReverseRounds == 2 || (kReverseRounds == 1 && num_m_blocks > 1);
+    for (int k = 0, item = cta_item(0, reverse), ring = 0; item < num_items; item = cta_item(++k, reverse)) {
       if (!load_item<Shape>(p, item, num_m_blocks, w)) continue;
       const T* k_head = static_cast<const T*>(p.k) + int64_t(w.hk) * p.k_head_stride;
       const T* v_head = static_cast<const T*>(p.v) + int64_t(w.hk) * p.v_head_stride;

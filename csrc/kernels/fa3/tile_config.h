@@ -60,9 +60,14 @@
 // "auto" runs fa2), also without L2 promotion 0.161, on the last column block's box only 0.157; no
 // L2 promotion alone 0.156.
 // -DTFI_FA3_STAGES=n: K/V stages of the ring, where they fit beside one Q tile (default 2).
+// -DTFI_FA3_REVERSE_ROUNDS=0|1|2: persistent CTAs take every other round in reverse (fwd_kernel.cuh
+// cta_item) never, only where a head has several query tiles (1), or always (2, the default). On
+// the seed's 100 % hybrid batch (one query tile per head) a plain stride was 1 % faster as one varlen
+// launch and the same dense (H100, benchmarks/results/h100/fa3_copy_ab.json, build 'noalt'); 1 is
+// untimed on the other hybrid fractions and on ragged prompts.
 // Tuning builds override them with -DTFI_FA3_BLOCK_N=64|80|96|128 (the shapes of fa3/wgmma.cuh)
 // -DTFI_FA3_OVERLAP=0|1 -DTFI_FA3_PINGPONG=0|1 -DTFI_FA3_PERSISTENT=0|1|2 (1: unmasked items only)
-// -DTFI_FA3_STAGES=n.
+// -DTFI_FA3_STAGES=n -DTFI_FA3_REVERSE_ROUNDS=0|1|2.
 #pragma once
 
 namespace torch_flashinfer::fa3 {
@@ -94,6 +99,11 @@ constexpr bool pingpong_for(int head_dim) { return overlap_for(head_dim); }
 #endif
 constexpr bool kPersistent = TFI_FA3_PERSISTENT != 0;
 constexpr bool kPersistentMasked = TFI_FA3_PERSISTENT == 2;
+#ifndef TFI_FA3_REVERSE_ROUNDS
+#define TFI_FA3_REVERSE_ROUNDS 2
+#endif
+constexpr int kReverseRounds = TFI_FA3_REVERSE_ROUNDS;
+static_assert(kReverseRounds >= 0 && kReverseRounds <= 2, "TFI_FA3_REVERSE_ROUNDS: 0, 1 or 2");
 #ifndef TFI_FA3_STAGES
 #define TFI_FA3_STAGES 2
 #endif
