@@ -188,6 +188,7 @@ def flashinfer_attention(
         causal=True,
         window_left=sliding_window - 1 if sliding_window else -1,
         softcap=softcap or 0.0,
+        return_lse=False,
     )
     return out, None  # [B, Sq, Hq, D]
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import torch_flashinfer
-from oracle import Case
-from test_cuda_fwd import check_case
+from oracle import Case, build
+from test_cuda_fwd import check_case, poison_allocator, skip_unless_runs
 from test_ops import APPEND_ERRORS, META_ERRORS, _call_fake, _misaligned_cases
 
 pytestmark = pytest.mark.gpu
@@ -70,7 +70,7 @@ def _decode_args(batch=3, keys=777):
     q = torch.randn(batch, 1, 8, 128, device="cuda", dtype=torch.float16)
     k, v = (torch.randn(batch, keys, 2, 128, device="cuda", dtype=torch.float16) for _ in range(2))
     seqlens = torch.randint(1, keys + 1, (batch,), device="cuda", dtype=torch.int32)
-    return (q, k, v, None, None, 0, 0, seqlens, None, None, None, None, True, -1, -1, 0.0, 0, "auto")
+    return (q, k, v, None, None, 0, 0, seqlens, None, None, None, None, True, -1, -1, 0.0, 0, "auto", True)
 
 
 def test_eager_fast_path_runs_planned_signatures_only(monkeypatch):
@@ -152,3 +152,27 @@ def test_flash_attn_wrappers_reach_the_binding():
     out = torch_flashinfer.flash_attn_func(q, q, q, causal=True)
     ref, _ = torch_flashinfer.reference_attention(q.cpu().float(), q.cpu().float(), q.cpu().float(), causal=True)
     assert (out.cpu().float() - ref).abs().max().item() < 2e-3
+
+
+WITHOUT_LSE = [  # every family's lse writer: prefill epilogues, split_kv's one-split and merge paths
+    ("fa2", Case("varlen", [1, 9, 130], [12, 9, 130], 4, 2, 128, torch.float16, causal=True)),
+    ("fa1", Case("dense", [33] * 2, [70] * 2, 4, 4, 64, torch.bfloat16, causal=True)),
+    ("fa3", Case("varlen", [1, 9, 130], [12, 9, 130], 4, 2, 128, torch.float16, causal=True)),
+    ("split_kv", Case("cache", [1] * 3, [5, 700, 3000], 8, 2, 128, torch.float16, leftpad=True)),
+    ("split_kv", Case("paged", [2] * 2, [40, 4000], 8, 1, 64, torch.bfloat16, causal=True, page_size=16)),
+]
+
+
+@pytest.mark.parametrize("algo,case", WITHOUT_LSE, ids=[f"{a}-{c}" for a, c in WITHOUT_LSE])
+def test_without_lse_same_out(algo, case):
+    """return_lse=False: an empty fp32 lse (nothing written through the null pointer the kernels
+    get), and bitwise the out of the call with lse, through the op and the eager fast path."""
+    skip_unless_runs(algo)
+    built = build(case, device="cuda")
+    out, _ = FWD(**built.args, algo=algo)
+    for call in (FWD, torch_flashinfer.ops.fwd, torch_flashinfer.ops.fwd):  # the last: a cached plan
+        poison_allocator(out.numel() * 8)
+        out_only, lse = call(**built.args, algo=algo, return_lse=False)
+        torch.cuda.synchronize()
+        assert lse.shape == (0,) and lse.dtype == torch.float32 and lse.is_cuda
+        assert torch.equal(out_only, out)

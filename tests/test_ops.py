@@ -30,6 +30,19 @@ def test_opcheck_fwd(case):
     torch.library.opcheck(FWD, (q, k, v), args)
 
 
+@pytest.mark.parametrize("case", FWD_SAMPLES, ids=str)
+def test_fwd_without_lse(case):
+    """return_lse=False: the out of the call with lse and an empty fp32 lse, from the real and the
+    fake implementation (opcheck compares them)."""
+    built = build(case, poison=0.0)
+    args = dict(built.args)
+    q, k, v = args.pop("q"), args.pop("k"), args.pop("v")
+    out, _ = FWD(q, k, v, **args)
+    out_only, lse = FWD(q, k, v, **args, return_lse=False)
+    assert torch.equal(out_only, out) and lse.shape == (0,) and lse.dtype == torch.float32
+    torch.library.opcheck(FWD, (q, k, v), {**args, "return_lse": False})
+
+
 @pytest.mark.parametrize("paged", [False, True])
 def test_opcheck_append_kv(paged):
     b, hk, d = 2, 2, 32

@@ -70,7 +70,8 @@ def flash_attn_func(
     _check_no_dropout(dropout_p)
     out, lse = ops.fwd(
         q, k, v, alibi_slopes=alibi_slopes, softmax_scale=softmax_scale, causal=causal,
-        window_left=window_size[0], window_right=window_size[1], softcap=softcap, algo=algo)
+        window_left=window_size[0], window_right=window_size[1], softcap=softcap, algo=algo,
+        return_lse=return_attn_probs or return_softmax_lse)
     return _pack_result(out, lse, return_attn_probs, return_softmax_lse)
 
 
@@ -120,7 +121,8 @@ def flash_attn_varlen_func(
         q, k, v, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k, max_seqlen_q=max_seqlen_q,
         max_seqlen_k=max_seqlen_k, cache_seqlens=cache_seqlens, block_table=block_table,
         alibi_slopes=alibi_slopes, softmax_scale=softmax_scale, causal=causal,
-        window_left=window_size[0], window_right=window_size[1], softcap=softcap, algo=algo)
+        window_left=window_size[0], window_right=window_size[1], softcap=softcap, algo=algo,
+        return_lse=return_attn_probs or return_softmax_lse)
     return _pack_result(out, lse, return_attn_probs, return_softmax_lse)
 
 
@@ -188,5 +190,5 @@ def flash_attn_with_kvcache(
         q, k_cache, v_cache, cache_seqlens=cache_seqlens, cache_leftpad=cache_leftpad,
         block_table=block_table, alibi_slopes=alibi_slopes, softmax_scale=softmax_scale, causal=causal,
         window_left=window_size[0], window_right=window_size[1], softcap=softcap, num_splits=num_splits,
-        algo=algo)
+        algo=algo, return_lse=return_softmax_lse)
     return (out, lse) if return_softmax_lse else out

@@ -119,7 +119,9 @@ void launch_fwd(const FwdPlan& plan, const at::Tensor& q, const at::Tensor& k, c
   p.v = v.data_ptr();
   p.out = out.data_ptr();
   check_aligned("fwd", {p.q, p.k, p.v, p.out});
-  p.lse = lse.data_ptr<float>();
+  // An empty lse (return_lse=False) is not written: the kernels skip a null p.lse.
+  const bool has_lse = lse.numel() > 0;
+  p.lse = has_lse ? lse.data_ptr<float>() : nullptr;
   // Packed tensors have no batch dim: the row dim is dim 0 and the batch stride is unused.
   const int r = varlen_q ? 0 : 1;
   p.q_batch_stride = varlen_q ? 0 : q.stride(0);
@@ -128,8 +130,8 @@ void launch_fwd(const FwdPlan& plan, const at::Tensor& q, const at::Tensor& k, c
   p.o_batch_stride = varlen_q ? 0 : out.stride(0);
   p.o_row_stride = out.stride(r);
   p.o_head_stride = out.stride(r + 1);
-  p.lse_batch_stride = varlen_q ? 0 : lse.stride(0);
-  p.lse_head_stride = varlen_q ? lse.stride(0) : lse.stride(1);
+  p.lse_batch_stride = varlen_q || !has_lse ? 0 : lse.stride(0);
+  p.lse_head_stride = !has_lse ? 0 : varlen_q ? lse.stride(0) : lse.stride(1);
 
   p.kv_layout = block_table.has_value() ? KvLayout::kPaged
                 : cu_seqlens_k.has_value() ? KvLayout::kVarlen
@@ -344,17 +346,20 @@ std::string fwd_key(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
 }
 
 // Allocates out and lse and launches a planned call. out: q's shape, contiguous; lse: (batch,
-// heads_q, seqlen_q) dense, (heads_q, total_q) packed (the rule of ops._new_outputs, which the
-// fake implementation uses).
+// heads_q, seqlen_q) dense, (heads_q, total_q) packed, (0,) without return_lse (the rule of
+// ops._new_outputs, which the fake implementation uses).
 std::tuple<at::Tensor, at::Tensor> run_fwd(const FwdPlan& plan, const at::Tensor& q, const at::Tensor& k,
                                            const at::Tensor& v, const OptTensor& cu_seqlens_q,
                                            const OptTensor& cu_seqlens_k, const OptTensor& cache_seqlens,
                                            const OptTensor& cache_leftpad, const OptTensor& block_table,
                                            const OptTensor& alibi_slopes, bool causal, int64_t window_left,
-                                           int64_t window_right, double softcap, int64_t num_splits) {
+                                           int64_t window_right, double softcap, int64_t num_splits,
+                                           bool return_lse) {
   at::Tensor out = new_cuda_tensor(q.sizes(), q.scalar_type(), q.device());
-  at::Tensor lse = cu_seqlens_q.has_value() ? new_cuda_tensor({q.size(1), q.size(0)}, at::kFloat, q.device())
-                                            : new_cuda_tensor({q.size(0), q.size(2), q.size(1)}, at::kFloat, q.device());
+  std::vector<int64_t> lse_shape{q.size(0), q.size(2), q.size(1)};
+  if (cu_seqlens_q.has_value()) lse_shape = {q.size(1), q.size(0)};
+  if (!return_lse) lse_shape = {0};
+  at::Tensor lse = new_cuda_tensor(lse_shape, at::kFloat, q.device());
   launch_fwd(plan, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, cache_seqlens, cache_leftpad, block_table,
              alibi_slopes, causal, window_left, window_right, softcap, num_splits);
   return {out, lse};
@@ -367,7 +372,7 @@ std::tuple<at::Tensor, at::Tensor> fwd_op(const at::Tensor& q, const at::Tensor&
                                           const OptTensor& block_table, const OptTensor& alibi_slopes,
                                           std::optional<double> softmax_scale, bool causal, int64_t window_left,
                                           int64_t window_right, double softcap, int64_t num_splits,
-                                          c10::string_view algo) {
+                                          c10::string_view algo, bool return_lse) {
   const int64_t max_q = max_seqlen_q.expect_int(), max_k = max_seqlen_k.expect_int();
   const std::string key = fwd_key(q, k, v, cu_seqlens_q, cu_seqlens_k, max_q, max_k, cache_seqlens, cache_leftpad,
                                   block_table, alibi_slopes, softmax_scale, causal, window_left, window_right, softcap,
@@ -388,7 +393,7 @@ std::tuple<at::Tensor, at::Tensor> fwd_op(const at::Tensor& q, const at::Tensor&
     fwd_plans().insert(key, *plan);
   }
   return run_fwd(*plan, q, k, v, cu_seqlens_q, cu_seqlens_k, cache_seqlens, cache_leftpad, block_table, alibi_slopes,
-                 causal, window_left, window_right, softcap, num_splits);
+                 causal, window_left, window_right, softcap, num_splits, return_lse);
 }
 
 // The eager fast path (ops.fwd): the op's CUDA kernel without the dispatcher's boxed call, for a
@@ -400,7 +405,7 @@ py::object fwd_cached(const at::Tensor& q, const at::Tensor& k, const at::Tensor
                       const OptTensor& cu_seqlens_k, int64_t max_q, int64_t max_k, const OptTensor& cache_seqlens,
                       const OptTensor& cache_leftpad, const OptTensor& block_table, const OptTensor& alibi_slopes,
                       std::optional<double> softmax_scale, bool causal, int64_t window_left, int64_t window_right,
-                      double softcap, int64_t num_splits, const std::string& algo) {
+                      double softcap, int64_t num_splits, const std::string& algo, bool return_lse) {
   if (planners == nullptr || planners->check_data) return py::none();
   const std::optional<FwdPlan> plan =
       fwd_plans().find(fwd_key(q, k, v, cu_seqlens_q, cu_seqlens_k, max_q, max_k, cache_seqlens, cache_leftpad,
@@ -412,7 +417,7 @@ py::object fwd_cached(const at::Tensor& q, const at::Tensor& k, const at::Tensor
     py::gil_scoped_release no_gil;  // as the dispatcher's call from Python does
     RECORD_FUNCTION("flashinfer::fwd", std::vector<c10::IValue>({q, k, v}));
     result = run_fwd(*plan, q, k, v, cu_seqlens_q, cu_seqlens_k, cache_seqlens, cache_leftpad, block_table,
-                     alibi_slopes, causal, window_left, window_right, softcap, num_splits);
+                     alibi_slopes, causal, window_left, window_right, softcap, num_splits, return_lse);
   }
   return py::make_tuple(std::get<0>(result), std::get<1>(result));
 }

@@ -121,16 +121,18 @@ def hybrid_parts(case: Case, x: Inputs) -> list[tuple[Tensor, Tensor, Tensor]]:
 
 
 def torch_flashinfer(case: Case, x: Inputs, algo: str) -> Call:
-    """Our op: one varlen launch for hybrid, the paged cache for paged cases, else dense."""
+    """Our op: one varlen launch for hybrid, the paged cache for paged cases, else dense; without
+    lse, as the peers' inference calls."""
     fwd = torch.ops.flashinfer.fwd
     if case.hybrid:
         max_q = max(case.seqlens_q())
         return lambda: fwd(x.q, x.k, x.v, cu_seqlens_q=x.cu_seqlens_q, cu_seqlens_k=x.cu_seqlens_k,
-                           max_seqlen_q=max_q, max_seqlen_k=case.seqlen_k, causal=case.causal, algo=algo)
+                           max_seqlen_q=max_q, max_seqlen_k=case.seqlen_k, causal=case.causal, algo=algo,
+                           return_lse=False)
     if case.page_size is not None:
         return lambda: fwd(x.q, x.k_cache, x.v_cache, cache_seqlens=x.cache_seqlens, block_table=x.block_table,
-                           causal=case.causal, algo=algo)
-    return lambda: fwd(x.q, x.k, x.v, causal=case.causal, algo=algo)
+                           causal=case.causal, algo=algo, return_lse=False)
+    return lambda: fwd(x.q, x.k, x.v, causal=case.causal, algo=algo, return_lse=False)
 
 
 def sdpa_call(q: Tensor, k: Tensor, v: Tensor, causal: bool, backend: str) -> Call:

@@ -19,7 +19,7 @@ struct FwdParams {
   const void* k;
   const void* v;
   void* out;
-  float* lse;  // dense: (b, h, s); packed: (h, total)
+  float* lse;  // dense: (b, h, s); packed: (h, total); null: not written (return_lse=False)
 
   int64_t q_batch_stride, q_row_stride, q_head_stride;
   int64_t k_batch_stride, k_row_stride, k_head_stride;

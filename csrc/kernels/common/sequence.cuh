@@ -25,13 +25,36 @@ struct Sequence {
   int64_t v_offset;
 };
 
-__device__ __forceinline__ Sequence load_sequence(const FwdParams& p, int b) {
+// A sequence's metadata as read from memory: cu_seqlens_q[b], [b + 1]; cache_leftpad[b]; cu_seqlens_k[b],
+// [b + 1] or cache_seqlens[b] (whichever the layout has). Read apart from make_sequence so that a
+// persistent kernel can issue the loads for its next item before it waits on the current one.
+struct SequenceMeta {
+  int q_start, q_end, leftpad, k_start, k_end;
+};
+
+__device__ __forceinline__ SequenceMeta load_sequence_meta(const FwdParams& p, int b) {
+  SequenceMeta m{0, 0, 0, 0, 0};
+  if (p.cu_seqlens_q != nullptr) {
+    m.q_start = p.cu_seqlens_q[b];
+    m.q_end = p.cu_seqlens_q[b + 1];
+  }
+  if (p.cache_leftpad != nullptr) m.leftpad = p.cache_leftpad[b];
+  if (p.kv_layout == KvLayout::kVarlen) {
+    m.k_start = p.cu_seqlens_k[b];
+    m.k_end = p.cu_seqlens_k[b + 1];
+  } else if (p.cache_seqlens != nullptr) {
+    m.k_end = p.cache_seqlens[b];
+  }
+  return m;
+}
+
+__device__ __forceinline__ Sequence make_sequence(const FwdParams& p, int b, const SequenceMeta& m) {
   Sequence s;
   // Lengths are clamped to what the tensors hold, so malformed metadata never reads or writes
   // outside them (the Python side checks the values when it can: TORCH_FLASHINFER_CHECK_DATA).
   if (p.cu_seqlens_q != nullptr) {
-    const int start = clamp_index(p.cu_seqlens_q[b], 0, p.total_q);
-    s.seqlen_q = clamp_index(p.cu_seqlens_q[b + 1], start, p.total_q) - start;
+    const int start = clamp_index(m.q_start, 0, p.total_q);
+    s.seqlen_q = clamp_index(m.q_end, start, p.total_q) - start;
     s.q_row0 = start;
     s.q_offset = int64_t(start) * p.q_row_stride;
     s.o_offset = int64_t(start) * p.o_row_stride;
@@ -43,21 +66,25 @@ __device__ __forceinline__ Sequence load_sequence(const FwdParams& p, int b) {
     s.o_offset = int64_t(b) * p.o_batch_stride;
     s.lse_offset = int64_t(b) * p.lse_batch_stride;
   }
-  s.key_start = p.cache_leftpad != nullptr ? clamp_index(p.cache_leftpad[b], 0, p.seqlen_k) : 0;
+  s.key_start = p.cache_leftpad != nullptr ? clamp_index(m.leftpad, 0, p.seqlen_k) : 0;
   if (p.kv_layout == KvLayout::kVarlen) {
-    const int start = clamp_index(p.cu_seqlens_k[b], 0, p.total_k);
-    s.seqlen_k = clamp_index(p.cu_seqlens_k[b + 1], start, p.total_k) - start;
+    const int start = clamp_index(m.k_start, 0, p.total_k);
+    s.seqlen_k = clamp_index(m.k_end, start, p.total_k) - start;
     s.k_row0 = start;
     s.k_offset = int64_t(start) * p.k_row_stride;
     s.v_offset = int64_t(start) * p.v_row_stride;
   } else {
-    const int end = p.cache_seqlens != nullptr ? clamp_index(p.cache_seqlens[b], s.key_start, p.seqlen_k) : p.seqlen_k;
+    const int end = p.cache_seqlens != nullptr ? clamp_index(m.k_end, s.key_start, p.seqlen_k) : p.seqlen_k;
     s.seqlen_k = end - s.key_start;
     s.k_row0 = s.key_start;
     s.k_offset = int64_t(b) * p.k_batch_stride + int64_t(s.key_start) * p.k_row_stride;
     s.v_offset = int64_t(b) * p.v_batch_stride + int64_t(s.key_start) * p.v_row_stride;
   }
   return s;
+}
+
+__device__ __forceinline__ Sequence load_sequence(const FwdParams& p, int b) {
+  return make_sequence(p, b, load_sequence_meta(p, b));
 }
 
 // How a kernel finds key rows; chosen on the host so each addressing scheme is its own

@@ -209,7 +209,9 @@ __device__ __forceinline__ void merge_row(const FwdParams& p, const Sequence& se
   for (int c = 0; c < kCols / kVec; ++c)
 #pragma unroll
     for (int e = 0; e < kVec; ++e) o[c * 32 * kVec + e] = Traits::from_float(acc[c * kVec + e] * inv);
-  if (lane == 0) p.lse[seq.lse_offset + int64_t(h) * p.lse_head_stride + i] = wsum > 0.f ? m + __logf(wsum) : -INFINITY;
+  if (lane == 0 && p.lse != nullptr) {
+    p.lse[seq.lse_offset + int64_t(h) * p.lse_head_stride + i] = wsum > 0.f ? m + __logf(wsum) : -INFINITY;
+  }
 }
 
 // Attends the packed query rows [row_block * kRows, +kRows) of (sequence b, K/V head hk) to
@@ -529,7 +531,7 @@ __device__ __forceinline__ void decode_item(const FwdParams& p, const Sequence& 
     if (splits == 1) {
       T* o = static_cast<T*>(p.out) + seq.o_offset + int64_t(i) * p.o_row_stride + int64_t(h) * p.o_head_stride;
       *reinterpret_cast<uint32_t*>(o + col) = Traits::pack(o0, o1);
-      if (col == 0) p.lse[seq.lse_offset + int64_t(h) * p.lse_head_stride + i] = lse;
+      if (col == 0 && p.lse != nullptr) p.lse[seq.lse_offset + int64_t(h) * p.lse_head_stride + i] = lse;
     } else {
       const int64_t row = partial_row(p, b, i, h);
       *reinterpret_cast<float2*>(p.workspace + (int64_t(split) * rows_total + row) * kD + col) = make_float2(o0, o1);

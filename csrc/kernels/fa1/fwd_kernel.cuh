@@ -85,7 +85,9 @@ __global__ void __launch_bounds__(S::kThreads) fwd_kernel(const __grid_constant_
         *reinterpret_cast<uint32_t*>(o_head + int64_t(i) * p.o_row_stride + dt * 8 + 2 * t4) =
             Traits::pack(acc[0][dt][2 * half] * inv, acc[0][dt][2 * half + 1] * inv);
       }
-      if (t4 == 0) lse_head[i] = sum > 0.f ? sm.row_max[0][half] * mod.scale + __logf(sum) : -INFINITY;
+      if (p.lse != nullptr && t4 == 0) {
+        lse_head[i] = sum > 0.f ? sm.row_max[0][half] * mod.scale + __logf(sum) : -INFINITY;
+      }
     }
   };
 

@@ -345,7 +345,7 @@ __global__ void __launch_bounds__(Shape::kThreads) fwd_kernel(const __grid_const
         *reinterpret_cast<uint32_t*>(sQ + Smem::offset(row, dt) + 2 * t4) =
             Traits::pack(acc_o[mt][dt][2 * half] * inv, acc_o[mt][dt][2 * half + 1] * inv);
       }
-      if (t4 == 0 && m0 + row < seq.seqlen_q) {
+      if (p.lse != nullptr && t4 == 0 && m0 + row < seq.seqlen_q) {
         lse_base[m0 + row] = sum > 0.f ? softmax.row_max[mt][half] * mod.scale + __logf(sum) : -INFINITY;
       }
     }

@@ -63,8 +63,9 @@
 // -DTFI_FA3_REVERSE_ROUNDS=0|1|2: persistent CTAs take every other round in reverse (fwd_kernel.cuh
 // cta_item) never, only where a head has several query tiles (1), or always (2, the default). On
 // the seed's 100 % hybrid batch (one query tile per head) a plain stride was 1 % faster as one varlen
-// launch and the same dense (H100, benchmarks/results/h100/fa3_copy_ab.json, build 'noalt'); 1 is
-// untimed on the other hybrid fractions and on ragged prompts.
+// launch and the same dense (H100, benchmarks/results/h100/fa3_copy_ab.json, build 'noalt'). Over the
+// seed's hybrid batches 1 was 0.1-1.1 % faster on the MHA ones and up to 1.6 % slower on the GQA 32/8
+// ones at 0-30 % prefill, and within 0.6 % on ragged prompts (fa3_meta_lse_ab.json): 2 stays.
 // Tuning builds override them with -DTFI_FA3_BLOCK_N=64|80|96|128 (the shapes of fa3/wgmma.cuh)
 // -DTFI_FA3_OVERLAP=0|1 -DTFI_FA3_PINGPONG=0|1 -DTFI_FA3_PERSISTENT=0|1|2 (1: unmasked items only)
 // -DTFI_FA3_STAGES=n -DTFI_FA3_REVERSE_ROUNDS=0|1|2.
