@@ -155,24 +155,28 @@ def test_flash_attn_wrappers_reach_the_binding():
 
 
 WITHOUT_LSE = [  # every family's lse writer: prefill epilogues, split_kv's one-split and merge paths
-    ("fa2", Case("varlen", [1, 9, 130], [12, 9, 130], 4, 2, 128, torch.float16, causal=True)),
-    ("fa1", Case("dense", [33] * 2, [70] * 2, 4, 4, 64, torch.bfloat16, causal=True)),
-    ("fa3", Case("varlen", [1, 9, 130], [12, 9, 130], 4, 2, 128, torch.float16, causal=True)),
-    ("split_kv", Case("cache", [1] * 3, [5, 700, 3000], 8, 2, 128, torch.float16, leftpad=True)),
-    ("split_kv", Case("paged", [2] * 2, [40, 4000], 8, 1, 64, torch.bfloat16, causal=True, page_size=16)),
+    ("fa2", 0, Case("varlen", [1, 9, 130], [12, 9, 130], 4, 2, 128, torch.float16, causal=True)),
+    ("fa1", 0, Case("dense", [33] * 2, [70] * 2, 4, 4, 64, torch.bfloat16, causal=True)),
+    ("fa3", 0, Case("varlen", [1, 9, 130], [12, 9, 130], 4, 2, 128, torch.float16, causal=True)),
+    ("fa3", 0, Case("varlen", [128] * 40, [128] * 40, 8, 8, 128, torch.float16, causal=True)),  # persistent
+    ("split_kv", 0, Case("cache", [1] * 3, [5, 700, 3000], 8, 2, 128, torch.float16, leftpad=True)),
+    ("split_kv", 1, Case("cache", [1] * 3, [5, 700, 3000], 8, 2, 128, torch.float16, leftpad=True)),
+    ("split_kv", 0, Case("paged", [2] * 2, [40, 4000], 8, 1, 64, torch.bfloat16, causal=True, page_size=16)),
 ]
 
 
-@pytest.mark.parametrize("algo,case", WITHOUT_LSE, ids=[f"{a}-{c}" for a, c in WITHOUT_LSE])
-def test_without_lse_same_out(algo, case):
+@pytest.mark.parametrize("algo,num_splits,case", WITHOUT_LSE,
+                         ids=[f"{a}-splits{n}-{c}" for a, n, c in WITHOUT_LSE])
+def test_without_lse_same_out(algo, num_splits, case):
     """return_lse=False: an empty fp32 lse (nothing written through the null pointer the kernels
-    get), and bitwise the out of the call with lse, through the op and the eager fast path."""
+    get), and bitwise the out of the call with lse, through the op and twice through ops.fwd (the
+    plan ignores return_lse, so both take the eager fast path)."""
     skip_unless_runs(algo)
     built = build(case, device="cuda")
-    out, _ = FWD(**built.args, algo=algo)
-    for call in (FWD, torch_flashinfer.ops.fwd, torch_flashinfer.ops.fwd):  # the last: a cached plan
+    out, _ = FWD(**built.args, algo=algo, num_splits=num_splits)
+    for call in (FWD, torch_flashinfer.ops.fwd, torch_flashinfer.ops.fwd):
         poison_allocator(out.numel() * 8)
-        out_only, lse = call(**built.args, algo=algo, return_lse=False)
+        out_only, lse = call(**built.args, algo=algo, num_splits=num_splits, return_lse=False)
         torch.cuda.synchronize()
         assert lse.shape == (0,) and lse.dtype == torch.float32 and lse.is_cuda
         assert torch.equal(out_only, out)
