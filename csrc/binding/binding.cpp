@@ -356,9 +356,10 @@ std::tuple<at::Tensor, at::Tensor> run_fwd(const FwdPlan& plan, const at::Tensor
                                            int64_t window_right, double softcap, int64_t num_splits,
                                            bool return_lse) {
   at::Tensor out = new_cuda_tensor(q.sizes(), q.scalar_type(), q.device());
-  std::vector<int64_t> lse_shape{q.size(0), q.size(2), q.size(1)};
-  if (cu_seqlens_q.has_value()) lse_shape = {q.size(1), q.size(0)};
-  if (!return_lse) lse_shape = {0};
+  const int64_t dense[] = {q.size(0), q.size(2), q.size(1)}, packed[] = {q.size(1), q.size(0)}, none[] = {0};
+  const at::IntArrayRef lse_shape = !return_lse                ? at::IntArrayRef(none)
+                                    : cu_seqlens_q.has_value() ? at::IntArrayRef(packed)
+                                                               : at::IntArrayRef(dense);
   at::Tensor lse = new_cuda_tensor(lse_shape, at::kFloat, q.device());
   launch_fwd(plan, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, cache_seqlens, cache_leftpad, block_table,
              alibi_slopes, causal, window_left, window_right, softcap, num_splits);
