@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call: install, build every kernel, run the GPU tests, then an optional step.
-#   bash benchmarks/gpu_session.sh [fa3|fa3_tests|fa3_variants|fa3_choice|fa3_ab|tests|alltests|hftests|tune|tune_split|tune_paged|ncu_short|ncu_paged|ncu_hybrid|ncu_hybrid_stalls|ab_split|ab_paged|ab_bench|bench|decode|decode_ab|ncu|ncu_cmp|ncu_decode|llama|sanitize]...
-#   (env: BUILD_ARGS, SUITE, SCENARIOS, BENCH_ARGS, BENCH_TIMEOUT, FA3_TESTS_TIMEOUT, CHOICE_ARGS, CHOICE_TIMEOUT, AB_GROUPS, AB_DIMS, FA2_VARIANTS, SANITIZE_TIMEOUT, TESTS_K, TESTS_ARGS, TESTS_TIMEOUT, SANITIZE_ALGOS, FA3_VARIANTS, FA3_VARIANTS_K, TUNE_DIMS, TUNE_ARGS, TUNE_SPLIT_ARGS, TUNE_TIMEOUT, PAGES, PAGED_ARGS, LLAMA_ARGS, NCU_CAUSAL, NCU_SHAPES, AB_CSRC, DECODE_AB_ARGS)
+#   bash benchmarks/gpu_session.sh [fa3|fa3_tests|fa3_variants|fa3_choice|fa3_ab|fa3_floor|tests|alltests|hftests|tune|tune_split|tune_paged|ncu_short|ncu_paged|ncu_hybrid|ncu_hybrid_stalls|ab_split|ab_paged|ab_bench|bench|decode|decode_ab|ncu|ncu_cmp|ncu_decode|llama|sanitize]...
+#   (env: BUILD_ARGS, SUITE, SCENARIOS, BENCH_ARGS, BENCH_TIMEOUT, FA3_TESTS_TIMEOUT, CHOICE_ARGS, CHOICE_TIMEOUT, AB_GROUPS, AB_DIMS, FA2_VARIANTS, SANITIZE_TIMEOUT, TESTS_K, TESTS_ARGS, TESTS_TIMEOUT, SANITIZE_ALGOS, FA3_VARIANTS, FA3_VARIANTS_K, FLOOR_BATCHES, TUNE_DIMS, TUNE_ARGS, TUNE_SPLIT_ARGS, TUNE_TIMEOUT, PAGES, PAGED_ARGS, LLAMA_ARGS, NCU_CAUSAL, NCU_SHAPES, AB_CSRC, DECODE_AB_ARGS)
 # Logs and JSON land in $OUT (the device tool brings them back).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 MAX_JOBS=16 TORCH_FLASHINFER_CACHE_DIR=/tmp/tfi_cache
@@ -58,6 +58,14 @@ for causal in (False, True):
            TORCH_FLASHINFER_CSRC=$tree timeout 200 python3 benchmarks/fa3_choice.py --algos fa3 --groups ${AB_GROUPS:-prefill} \
              --out "/tmp/ab/fa3_${i}_$([ "$v" = . ] && echo shipped || echo "$v" | tr '=,/.' '_-__').json"; done 2>&1 | tee "$OUT/fa3_ab.log" | grep -v "^torch_flashinfer: build"
          tar -C /tmp -cf "$OUT/fa3_ab.tar" ab ;;
+    fa3_floor) AB_DIMS=${AB_DIMS:-128} prebuild_variants fa3 "${FA3_VARIANTS:-. DYNAMIC=1}"
+         for run in 1 2; do for v in ${FA3_VARIANTS:-. DYNAMIC=1}; do  # fa3_floor.py on each fa3 build, twice (peers: first run of '.')
+           tree=; [ "$v" = . ] || variant_tree $v || continue; fa3_label $v
+           tag=$([ "$v" = . ] && echo shipped || echo "$v" | tr '=,/.' '_-__')
+           peers=$([ "$v" = . ] && [ $run = 1 ] && echo all || echo none)
+           TORCH_FLASHINFER_CSRC=$tree timeout 200 python3 benchmarks/fa3_floor.py --tag "$tag" --peers $peers \
+             --batches ${FLOOR_BATCHES:-100,132} --out "/tmp/ab/floor_${run}_$tag.json"; done; done 2>&1 \
+           | tee "$OUT/fa3_floor.log" | grep -v "^torch_flashinfer: build"; tar -C /tmp -cf "$OUT/fa3_floor.tar" ab ;;
     fa2_ab) prebuild_variants fa2 "${FA2_VARIANTS:-. ORDER_WINDOW_MB=0}"
          for run in 1 2; do for v in ${FA2_VARIANTS:-. ORDER_WINDOW_MB=0}; do  # fa2 prefill timings of each build, twice
            tree=; [ "$v" = . ] || variant_tree $v || continue; echo "== fa2 $v, run $run"

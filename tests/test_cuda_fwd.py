@@ -282,10 +282,19 @@ def test_fa2_tile_order_windows(batch, heads_q, heads_k, window):
                     window=window), algo="fa2")
 
 
+# A paged hybrid batch, and a launch of more items than SMs (persistent fa3 CTAs; with
+# TFI_FA3_DYNAMIC=1 their items come from a counter that the capture zeroes before each replay).
+GRAPH_CASES = {
+    "paged": Case("varlen_paged", [1, 17, 1], [100, 40, 300], 8, 2, 128, torch.float16, causal=True, page_size=16),
+    "persistent": Case("varlen", [100] * 40, [130] * 40, 8, 2, 128, torch.float16, causal=True),
+}
+
+
+@pytest.mark.parametrize("name", GRAPH_CASES)
 @pytest.mark.parametrize("algo", ["fa2", "fa3"])
-def test_cuda_graph_capture_and_replay(algo):
+def test_cuda_graph_capture_and_replay(algo, name):
     skip_unless_runs(algo)
-    case = Case("varlen_paged", [1, 17, 1], [100, 40, 300], 8, 2, 128, torch.float16, causal=True, page_size=16)
+    case = GRAPH_CASES[name]
     built = build(case, device="cuda")
     args = dict(built.args, algo=algo)
     static_q = args.pop("q")
@@ -296,13 +305,26 @@ def test_cuda_graph_capture_and_replay(algo):
     for seed in range(3):
         fresh = build(case, device="cuda", seed=seed + 1)
         static_q.copy_(fresh.args["q"])
-        args["k"].copy_(fresh.args["k"])
-        args["v"].copy_(fresh.args["v"])
-        args["block_table"].copy_(fresh.args["block_table"])
+        for arg in ("k", "v", "block_table"):
+            if arg in args:
+                args[arg].copy_(fresh.args[arg])
         graph.replay()
         torch.cuda.synchronize()
         for (o, _), (eo, _) in zip(fresh.split(out, lse), fresh.expected()):
             assert (o.double().cpu() - eo).abs().max().item() < 4e-3
+
+
+# Launches of more items than SMs back to back on one stream, each against the oracle: one item
+# more than the SMs, twice as many plus one, and causal prompts of several query tiles. Built with
+# TFI_FA3_DYNAMIC=1 (tile_config.h), fa3's persistent CTAs take their items from a counter, and
+# each launch must leave it at zero for the next.
+@pytest.mark.parametrize("algo", ["fa2", "fa3"])
+def test_persistent_launches_back_to_back(algo):
+    sms = torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
+    for batch in (sms + 1, 2 * sms + 1, sms + 1):
+        check_case(Case("varlen", [5] * batch, [9] * batch, 1, 1, 64, torch.float16, causal=True), algo=algo,
+                   seed=batch)
+    check_case(Case("dense", [1025] * 3, [1025] * 3, 8, 2, 128, torch.float16, causal=True), algo=algo)
 
 
 # fa3's key tiles are 128 (head_dim <= 160), 96 (192), 64 (224) or 80 (256) keys: lengths on both

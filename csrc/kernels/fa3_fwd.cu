@@ -12,7 +12,9 @@ TFI_EXPORT const char* tfi_fwd(const torch_flashinfer::FwdParams* p, cudaStream_
 
 TFI_EXPORT long long tfi_fwd_workspace(const torch_flashinfer::FwdParams*) { return 0; }
 
-TFI_EXPORT long long tfi_fwd_counters(const torch_flashinfer::FwdParams*) { return 0; }
+TFI_EXPORT long long tfi_fwd_counters(const torch_flashinfer::FwdParams* p) {
+  return torch_flashinfer::fa3::counters<TFI_HEAD_DIM>(*p);
+}
 
 TFI_EXPORT int tfi_fa3_paged_by_tma(int page_size) {
   using namespace torch_flashinfer;

@@ -97,12 +97,12 @@ struct Shape {
   static constexpr int kQBytes = kBlockM * kHeadDim * 2;
   static constexpr int kKvBytes = kBlockN * kHeadDim * 2;
   // Shared memory of q_buffers Q tiles and `stages` K/V stages, with their barriers (per Q buffer
-  // full, empty; per stage K/V full, empty), a work-item slot per Q buffer and 1 KB of slack to
-  // align the tiles to 1024 bytes.
+  // full, empty; per stage K/V full, empty), a work-item slot per Q buffer, the copy warpgroup's
+  // two next-item words (kDynamicItems) and 1 KB of slack to align the tiles to 1024 bytes.
   static constexpr int kItemSlotBytes = 128;
   static constexpr int smem_bytes(int q_buffers, int stages) {
     return 1024 + q_buffers * kQBytes + 2 * stages * kKvBytes + 8 * (2 * q_buffers + 4 * stages) +
-           q_buffers * kItemSlotBytes;
+           q_buffers * kItemSlotBytes + 8;
   }
   static constexpr int kSmemLimit = 227 * 1024;  // one CTA per SM
   // K/V stages: tile_config.h's where they fit beside one Q tile, else 2.
@@ -163,7 +163,8 @@ __device__ __forceinline__ bool load_item(const FwdParams& p, int item, int num_
 }
 
 // Item k of this CTA (launch.cuh: one CTA per item, or one per SM that then copies an item's first
-// tiles during the previous item's math): items go out in rounds of gridDim.x, CTA c taking the
+// tiles during the previous item's math), unless the items after the first come from a counter
+// (tile_config.h kDynamicItems, fwd_kernel): items go out in rounds of gridDim.x, CTA c taking the
 // c-th of a round and, every other round, the c-th from its end. load_item puts a head's heaviest
 // query tiles first, so where the tiles per head divide the grid a plain stride would hand each
 // CTA the same tile of every head -- on causal prompts, some CTAs only the longest -- while this
@@ -196,6 +197,7 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
   static_assert(sizeof(ItemSlot) <= Shape::kItemSlotBytes, "an item fits its slot");
   ItemSlot* item_slots = reinterpret_cast<ItemSlot*>(reinterpret_cast<unsigned char*>(sV + kStages * kN * kD) +
                                                     8 * (2 * kQBuffers + 4 * kStages));
+  int* next_items = reinterpret_cast<int*>(item_slots + kQBuffers);  // two words, item k in word k % 2
   auto q_full = [&](int buf) { return bars + 8 * buf; };
   auto q_empty = [&](int buf) { return bars + 8 * (kQBuffers + buf); };
   auto k_full = [&](int stage) { return bars + 8 * (2 * kQBuffers + stage); };
@@ -236,7 +238,24 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
     WorkItem w;
     int n = 0;  // items posted
     const bool reverse = kReverseRounds == 2 || (kReverseRounds == 1 && num_m_blocks > 1);
-    for (int k = 0, item = cta_item(0, reverse), ring = 0; item < num_items; item = cta_item(++k, reverse)) {
+    // Dynamic items (tile_config.h kDynamicItems, where items outnumber the CTAs): the CTA's first
+    // item is blockIdx.x, and each later one is gridDim.x + a ticket. Thread 0 takes the ticket from
+    // p.counters[0] as the item before starts, so the atomic's round trip hides behind that item's
+    // waits. It passes the item to the warpgroup through shared memory. Tickets below num_items -
+    // gridDim.x are items; every CTA stops at its first ticket past them. So num_items tickets are
+    // taken in all, and atomicInc wraps the last one to 0, the zero the next launch finds (api.h).
+    const bool dynamic = kDynamicItems && num_items > int(gridDim.x);
+    uint32_t ticket = 0;
+    auto next_item = [&](int k) {
+      if (!dynamic) return cta_item(k, reverse);
+      if (tid == 0) next_items[k % 2] = int(gridDim.x) + int(ticket);
+      // Orders the write before the warpgroup's reads. Item k - 2 used the same word, and every thread
+      // read it before it reached item k - 1's barrier.
+      sm90::named_barrier_sync(6, 128);
+      return next_items[k % 2];
+    };
+    for (int k = 0, item = cta_item(0, reverse), ring = 0; item < num_items; item = next_item(++k)) {
+      if (dynamic && tid == 0) ticket = atomicInc(p.counters, uint32_t(num_items - 1));
       // The item's sequence metadata (cu_seqlens, cache_seqlens) is loaded before the wait for its Q
       // buffer (the wait below then passes at once) and used after it. Waited for in front of the
       // buffer, those loads, queued behind the tiles streaming from DRAM, cost the seed's 100 % hybrid

@@ -67,9 +67,35 @@ inline bool is_sm90(int device) {
   return major[device] == 9 && minor[device] == 0;
 }
 
+template <int kHeadDim>
+using ShapeFor = Shape<kHeadDim, block_n_for(kHeadDim), overlap_for(kHeadDim), pingpong_for(kHeadDim)>;
+
+// A call's work items (query tiles x heads x sequences) and CTAs: one per item, or one per SM
+// where persistent CTAs run more items than there are SMs.
+struct Grid {
+  long long items, ctas;
+  bool dynamic() const { return kDynamicItems && ctas < items; }  // items from a counter (fwd_kernel.cuh)
+};
+
+template <int kHeadDim>
+Grid launch_grid(const FwdParams& p) {
+  using S = ShapeFor<kHeadDim>;
+  const int num_m_blocks = (p.seqlen_q + S::kBlockM - 1) / S::kBlockM;
+  const long long items = (long long)num_m_blocks * p.batch * p.heads_q;
+  const bool uniform_items = !(p.causal || p.window_left >= 0 || p.window_right >= 0) || num_m_blocks == 1;
+  const bool persistent = kPersistent && (uniform_items || kPersistentMasked);
+  return {items, persistent && p.num_sms > 0 && items > p.num_sms ? p.num_sms : items};
+}
+
+// The zeroed counter a call takes its items from (api.h tfi_fwd_counters): one where they are dynamic.
+template <int kHeadDim>
+long long counters(const FwdParams& p) {
+  return launch_grid<kHeadDim>(p).dynamic() ? 1 : 0;
+}
+
 template <typename T, int kHeadDim>
 const char* run_fwd(const FwdParams& p, cudaStream_t stream) {
-  using S = Shape<kHeadDim, block_n_for(kHeadDim), overlap_for(kHeadDim), pingpong_for(kHeadDim)>;
+  using S = ShapeFor<kHeadDim>;
   int device = 0;
   cudaGetDevice(&device);
   if (!is_sm90(device)) return "fa3 runs on Hopper GPUs (sm_90) only";
@@ -94,14 +120,13 @@ const char* run_fwd(const FwdParams& p, cudaStream_t stream) {
   }
 
   const int num_m_blocks = (p.seqlen_q + S::kBlockM - 1) / S::kBlockM;
-  const long long items = (long long)num_m_blocks * p.batch * p.heads_q;
+  const Grid g = launch_grid<kHeadDim>(p);
+  const long long items = g.items, grid = g.ctas;
   if (items == 0) return nullptr;
-  const bool uniform_items = !(p.causal || p.window_left >= 0 || p.window_right >= 0) || num_m_blocks == 1;
-  const bool persistent = kPersistent && (uniform_items || kPersistentMasked);
-  const long long grid = persistent && p.num_sms > 0 && items > p.num_sms ? p.num_sms : items;
   // The last item index a CTA computes (fwd_kernel.cuh cta_item, a reversed round after a forward
-  // one) is below items + 2 * grid: it must stay an int.
+  // one; or a dynamic one, below items + grid) is below items + 2 * grid: it must stay an int.
   if (items > 0x7fffffffLL - 2 * grid) return "too many query tiles x heads x sequences for one launch";
+  if (g.dynamic() && (p.counters == nullptr || p.num_counters < 1)) return "fa3: the item counter is missing";
 
   TmaMaps maps;
   const bool packed_q = p.cu_seqlens_q != nullptr;

@@ -66,9 +66,18 @@
 // launch and the same dense (H100, benchmarks/results/h100/fa3_copy_ab.json, build 'noalt'). Over the
 // seed's hybrid batches 1 was 0.1-1.1 % faster on the MHA ones and up to 1.6 % slower on the GQA 32/8
 // ones at 0-30 % prefill, and within 0.6 % on ragged prompts (fa3_meta_lse_ab.json): 2 stays.
+// -DTFI_FA3_DYNAMIC=0|1: persistent CTAs take their items after the first from a counter in
+// global memory (1) instead of cta_item's fixed rounds (0, the default). Why: an SM's share of DRAM
+// bandwidth depends on the SM. One-split decode launches (one CTA per SM, equal work) end in two
+// groups about 3 % apart, and each CTA's end follows its SM (per-SM end times correlate at 0.98
+// across calls; benchmarks/results/h100/decode_cta_times.json). With fixed rounds, the slow SMs
+// then set the end of a bandwidth-bound launch. On the seed's 100 % hybrid batch, fa3 with its math
+// removed took 0.1475 ms. A Triton copy over fa3's own tiles (one CTA per item, placed by the
+// hardware as SMs free up) took 0.1409 (fa3_meta_lse_ab.json). Untimed: build 1 is the A/B to run
+// (FA3_VARIANTS=". DYNAMIC=1").
 // Tuning builds override them with -DTFI_FA3_BLOCK_N=64|80|96|128 (the shapes of fa3/wgmma.cuh)
 // -DTFI_FA3_OVERLAP=0|1 -DTFI_FA3_PINGPONG=0|1 -DTFI_FA3_PERSISTENT=0|1|2 (1: unmasked items only)
-// -DTFI_FA3_STAGES=n -DTFI_FA3_REVERSE_ROUNDS=0|1|2.
+// -DTFI_FA3_STAGES=n -DTFI_FA3_REVERSE_ROUNDS=0|1|2 -DTFI_FA3_DYNAMIC=0|1.
 #pragma once
 
 namespace torch_flashinfer::fa3 {
@@ -105,6 +114,10 @@ constexpr bool kPersistentMasked = TFI_FA3_PERSISTENT == 2;
 #endif
 constexpr int kReverseRounds = TFI_FA3_REVERSE_ROUNDS;
 static_assert(kReverseRounds >= 0 && kReverseRounds <= 2, "TFI_FA3_REVERSE_ROUNDS: 0, 1 or 2");
+#ifndef TFI_FA3_DYNAMIC
+#define TFI_FA3_DYNAMIC 0
+#endif
+constexpr bool kDynamicItems = TFI_FA3_DYNAMIC != 0;
 #ifndef TFI_FA3_STAGES
 #define TFI_FA3_STAGES 2
 #endif
