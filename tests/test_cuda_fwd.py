@@ -315,13 +315,14 @@ def test_cuda_graph_capture_and_replay(algo, name):
 
 
 # Launches of more items than SMs back to back on one stream, each against the oracle: one item
-# more than the SMs, twice as many plus one, and causal prompts of several query tiles. Built with
-# TFI_FA3_DYNAMIC=1 (tile_config.h), fa3's persistent CTAs take their items from a counter, and
-# each launch must leave it at zero for the next.
+# more than the SMs, three times as many, twice as many plus one, and causal prompts of several
+# query tiles. Built with TFI_FA3_DYNAMIC=1 (tile_config.h), fa3's persistent CTAs take their items
+# from a counter, and each launch must leave it at zero for the next: a counter left at x skips
+# items of a launch with more than x items beyond its CTAs (outputs start as NaN).
 @pytest.mark.parametrize("algo", ["fa2", "fa3"])
 def test_persistent_launches_back_to_back(algo):
     sms = torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
-    for batch in (sms + 1, 2 * sms + 1, sms + 1):
+    for batch in (sms + 1, 3 * sms, 2 * sms + 1):
         check_case(Case("varlen", [5] * batch, [9] * batch, 1, 1, 64, torch.float16, causal=True), algo=algo,
                    seed=batch)
     check_case(Case("dense", [1025] * 3, [1025] * 3, 8, 2, 128, torch.float16, causal=True), algo=algo)

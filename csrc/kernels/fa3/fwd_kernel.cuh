@@ -197,7 +197,9 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
   static_assert(sizeof(ItemSlot) <= Shape::kItemSlotBytes, "an item fits its slot");
   ItemSlot* item_slots = reinterpret_cast<ItemSlot*>(reinterpret_cast<unsigned char*>(sV + kStages * kN * kD) +
                                                     8 * (2 * kQBuffers + 4 * kStages));
-  int* next_items = reinterpret_cast<int*>(item_slots + kQBuffers);  // two words, item k in word k % 2
+  // The copy warpgroup's two next-item words (kDynamicItems): item k in word k % 2.
+  int* next_items =
+      reinterpret_cast<int*>(reinterpret_cast<unsigned char*>(item_slots) + kQBuffers * Shape::kItemSlotBytes);
   auto q_full = [&](int buf) { return bars + 8 * buf; };
   auto q_empty = [&](int buf) { return bars + 8 * (kQBuffers + buf); };
   auto k_full = [&](int stage) { return bars + 8 * (2 * kQBuffers + stage); };
