@@ -319,9 +319,11 @@ __global__ void __launch_bounds__(Shape::kThreads, 1)
       };
       // Q waits until the math warpgroups are done with the item that last used its buffer (whose
       // rows also staged that item's output): with one buffer that is the item still running, so
-      // the first K/V tile goes out before it; with two, Q goes first.
-      if (kQBuffers == 1 && w.tiles() > 0) copy_tile(0);
-      sm90::mbarrier_wait(q_empty(q_buf(n)), q_parity(n) ^ 1);
+      // the first K/V tile goes out before it; with two, Q goes first (its wait is above).
+      if constexpr (kQBuffers == 1) {
+        if (w.tiles() > 0) copy_tile(0);
+        sm90::mbarrier_wait(q_empty(q_buf(n)), q_parity(n) ^ 1);
+      }
       if (tid == 0) {
         item_slots[q_buf(n)] = ItemSlot{w.b,         w.h,       w.m0,           w.m_end,
                                         w.last_tile, w.tiles(), w.seq.seqlen_q, w.seq.seqlen_k,

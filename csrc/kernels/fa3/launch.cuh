@@ -73,6 +73,7 @@ using ShapeFor = Shape<kHeadDim, block_n_for(kHeadDim), overlap_for(kHeadDim), p
 // A call's work items (query tiles x heads x sequences) and CTAs: one per item, or one per SM
 // where persistent CTAs run more items than there are SMs.
 struct Grid {
+  int m_blocks;  // query tiles per sequence
   long long items, ctas;
   bool dynamic() const { return kDynamicItems && ctas < items; }  // items from a counter (fwd_kernel.cuh)
 };
@@ -84,7 +85,7 @@ Grid launch_grid(const FwdParams& p) {
   const long long items = (long long)num_m_blocks * p.batch * p.heads_q;
   const bool uniform_items = !(p.causal || p.window_left >= 0 || p.window_right >= 0) || num_m_blocks == 1;
   const bool persistent = kPersistent && (uniform_items || kPersistentMasked);
-  return {items, persistent && p.num_sms > 0 && items > p.num_sms ? p.num_sms : items};
+  return {num_m_blocks, items, persistent && p.num_sms > 0 && items > p.num_sms ? p.num_sms : items};
 }
 
 // The zeroed counter a call takes its items from (api.h tfi_fwd_counters): one where they are dynamic.
@@ -119,8 +120,8 @@ const char* run_fwd(const FwdParams& p, cudaStream_t stream) {
     if (set != nullptr) *set = true;
   }
 
-  const int num_m_blocks = (p.seqlen_q + S::kBlockM - 1) / S::kBlockM;
   const Grid g = launch_grid<kHeadDim>(p);
+  const int num_m_blocks = g.m_blocks;
   const long long items = g.items, grid = g.ctas;
   if (items == 0) return nullptr;
   // The last item index a CTA computes (fwd_kernel.cuh cta_item, a reversed round after a forward
